@@ -1,0 +1,7 @@
+"""OpenTelemetry middleware for WSGI applications: `app = wrap(app)`."""
+
+from otel_wsgi._version import __version__
+from otel_wsgi.config import Config
+from otel_wsgi.effects import RequestHook, ResponseHook, set_route, wrap
+
+__all__ = ["Config", "RequestHook", "ResponseHook", "__version__", "set_route", "wrap"]

@@ -1,0 +1,231 @@
+"""HTTP server metrics that agree with the spans: measured from the same instants, cheap per request.
+
+Active requests are an observable up-down counter fed by an in-process count (the SDK's synchronous
+`add` pair costs as much as a span); attribute sets are prepared once per distinct combination.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry import metrics
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    Meter,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
+
+from otel_wsgi import semconv as sc
+from otel_wsgi._version import __version__
+from otel_wsgi.config import Config
+from otel_wsgi.pure import parse_port
+from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestRecord
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIEnvironment
+
+    from otel_wsgi.effects import _Request
+
+#: Bucket advice for `http.server.request.duration` (seconds), from the HTTP semantic conventions.
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+# Distinct attribute sets kept per wrap(); beyond this (a flood of routes) sets are built per request.
+_CACHE_LIMIT: Final = 2048
+_Key = tuple[tuple[str, AttributeValue], ...]
+
+
+class _Registry:
+    """The instruments of one meter provider, shared by every `wrap()` on it.
+
+    The SDK keeps the first instrument of a name and drops a second callback, so one observable
+    counter must serve every wrapped app on the provider.
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.lock = threading.Lock()
+        self.active: dict[_Key, int] = {}
+        self.histograms: dict[str, Histogram] = {}
+        meter.create_observable_up_down_counter(
+            sc.HTTP_SERVER_ACTIVE_REQUESTS,
+            callbacks=[self.observe],
+            unit="{request}",
+            description="Number of active HTTP server requests.",
+        )
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            items = list(self.active.items())
+        return [Observation(count, dict(key)) for key, count in items]
+
+    def add(self, key: _Key, amount: int) -> None:
+        with self.lock:
+            self.active[key] = self.active.get(key, 0) + amount
+
+    def histogram(self, name: str, unit: str, description: str, buckets: Iterable[float] | None) -> Histogram:
+        with self.lock:
+            if name not in self.histograms:
+                self.histograms[name] = self.meter.create_histogram(
+                    name, unit=unit, description=description,
+                    explicit_bucket_boundaries_advisory=None if buckets is None else list(buckets),
+                )  # fmt: skip
+            return self.histograms[name]
+
+
+_REGISTRIES: Final[weakref.WeakKeyDictionary[MeterProvider, _Registry]] = weakref.WeakKeyDictionary()
+_REGISTRIES_LOCK: Final = threading.Lock()
+
+
+def metrics_for(provider: MeterProvider | None, config: Config) -> Metrics | None:
+    """Return the metrics of one `wrap()`, or None when the provider is explicitly a no-op."""
+    if isinstance(provider, NoOpMeterProvider):
+        return None
+    source = metrics.get_meter_provider() if provider is None else provider
+    with _REGISTRIES_LOCK:
+        registry = _REGISTRIES.get(source)
+        if registry is None:
+            meter = source.get_meter("otel_wsgi", __version__, schema_url=SCHEMA_URL)
+            registry = _REGISTRIES[source] = _Registry(meter)
+    return Metrics(registry, config)
+
+
+class Metrics:
+    """The instruments one `wrap()` records into, and its cache of prepared attribute sets."""
+
+    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "cache")
+
+    def __init__(self, registry: _Registry, config: Config) -> None:
+        self.registry = registry
+        self.stable, self.old = config.semconv != "old", config.semconv != "stable"
+        self.duration = self.old_duration = None
+        if self.stable:
+            self.duration = registry.histogram(
+                sc.HTTP_SERVER_REQUEST_DURATION, "s", "Duration of HTTP server requests.", DURATION_BUCKETS
+            )
+        if self.old:
+            self.old_duration = registry.histogram(
+                sc.OLD_HTTP_SERVER_DURATION, "ms", "Measures the duration of inbound HTTP requests.", None
+            )
+        self.sizes = (
+            (
+                registry.histogram(
+                    sc.HTTP_SERVER_REQUEST_BODY_SIZE, "By", "Size of HTTP server request bodies.", None
+                ),
+                registry.histogram(
+                    sc.HTTP_SERVER_RESPONSE_BODY_SIZE, "By", "Size of HTTP server response bodies.", None
+                ),
+            )
+            if config.body_size_metrics and self.stable
+            else None
+        )
+        self.cache: dict[
+            tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
+        ] = {}
+
+    def active_key(self, record: RequestRecord, environ: WSGIEnvironment) -> _Key:
+        """Return the attribute set (as a hashable key) this request counts under while active."""
+        attributes = record.attributes
+        pairs: list[tuple[str, AttributeValue]] = []
+        if self.stable:
+            pairs += [
+                (sc.HTTP_REQUEST_METHOD, record.method),
+                (sc.URL_SCHEME, attributes.get(sc.URL_SCHEME, "http")),
+            ]
+        if self.old:
+            pairs += [
+                (sc.OLD_HTTP_METHOD, record.method),
+                (sc.OLD_HTTP_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME, "http")),
+            ]
+        return tuple(pairs)
+
+    def begin(self, key: _Key) -> None:
+        self.registry.add(key, 1)
+
+    def record(self, request: _Request, end: int) -> None:
+        """Record one finished request: duration from the span's own start and end instants."""
+        self.registry.add(request.active_key, -1)
+        stable, old = self.attributes(request)
+        seconds = max(end - request.start, 0) / 1e9
+        if self.duration is not None:
+            self.duration.record(seconds, stable, context=request.context)
+        if self.old_duration is not None:
+            self.old_duration.record(seconds * 1000, old, context=request.context)
+        self.record_sizes(request, stable)
+
+    def record_sizes(self, request: _Request, attributes: Mapping[str, AttributeValue]) -> None:
+        """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
+        if self.sizes is None:
+            return
+        request_size = _content_length(request.environ.get("CONTENT_LENGTH"))
+        if request_size is not None:
+            self.sizes[0].record(request_size, attributes, context=request.context)
+        response = request.response
+        sent = request.sent
+        if request.file_response and response is not None and response.content_length is not None:
+            sent = response.content_length  # the server sends the file itself (sendfile)
+        self.sizes[1].record(sent, attributes, context=request.context)
+
+    def attributes(
+        self, request: _Request
+    ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
+        """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
+        record, response, route = request.record, request.response, request.route
+        code = None if response is None else response.status_code
+        error = request.error
+        error_type = type(error).__qualname__ if error is not None else None
+        if error_type is None and response is not None:
+            value = response.attributes.get(sc.ERROR_TYPE)
+            error_type = value if isinstance(value, str) else None
+        server = (
+            (request.environ.get("SERVER_NAME"), request.environ.get("SERVER_PORT")) if self.old else None
+        )
+        key = (record.method, record.attributes.get(sc.URL_SCHEME), code, route, error_type, server)
+        found = self.cache.get(key)
+        if found is None:
+            found = (_stable_set(record, code, route, error_type), _old_set(record, code, server))
+            if len(self.cache) < _CACHE_LIMIT:
+                self.cache[key] = found
+        return found
+
+
+def _stable_set(
+    record: RequestRecord, code: int | None, route: str | None, error_type: str | None
+) -> dict[str, AttributeValue]:
+    attributes = record.attributes
+    found: dict[str, AttributeValue] = {sc.HTTP_REQUEST_METHOD: record.method}
+    for key in (sc.URL_SCHEME, sc.NETWORK_PROTOCOL_VERSION):
+        if key in attributes:
+            found[key] = attributes[key]
+    extra = ((sc.HTTP_RESPONSE_STATUS_CODE, code), (sc.HTTP_ROUTE, route), (sc.ERROR_TYPE, error_type))
+    found.update((key, value) for key, value in extra if value is not None)
+    return found
+
+
+def _old_set(
+    record: RequestRecord, code: int | None, server: tuple[object, object] | None
+) -> dict[str, AttributeValue]:
+    attributes = record.attributes
+    found: dict[str, AttributeValue] = {sc.OLD_HTTP_METHOD: record.method}
+    for key in (sc.OLD_HTTP_SCHEME, sc.OLD_HTTP_FLAVOR):
+        if key in attributes:
+            found[key] = attributes[key]
+    if code is not None:
+        found[sc.OLD_HTTP_STATUS_CODE] = code
+    if server is not None:
+        name, port = server[0], parse_port(server[1])
+        if isinstance(name, str) and name:
+            found[sc.OLD_HTTP_SERVER_NAME] = name
+        if port is not None:
+            found[sc.OLD_NET_HOST_PORT] = port
+    return found
+
+
+def _content_length(value: object) -> int | None:
+    if isinstance(value, str) and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return None

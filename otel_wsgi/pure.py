@@ -1,0 +1,487 @@
+"""Pure functions: a WSGI environ, a status line and headers in, frozen records out.
+
+Every function here is total (it never raises, whatever the environ holds), deterministic and leaves
+its input untouched. Other servers and frameworks may call them directly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, NamedTuple, TypeGuard
+from urllib.parse import quote_from_bytes, unquote_plus
+
+from otel_wsgi import semconv as sc
+from otel_wsgi.types import (
+    KNOWN_METHODS,
+    OTHER,
+    REDACT_QUERY_PARAMS,
+    REDACTED,
+    REDACTED_HEADER,
+    AttributeValue,
+    Environ,
+    RequestRecord,
+    ResponseHeaders,
+    ResponseRecord,
+)
+
+if TYPE_CHECKING:
+    from otel_wsgi.config import Config
+
+# RFC 3986 pchar without "%": a literal "%" in PATH_INFO was "%25" on the request line.
+_PATH_SAFE: Final = "/:@!$&'()*+,;="
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# RFC 3986 reg-name and IPv4 characters; anything else in a Host header makes it invalid.
+_REG_NAME: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
+_IP_LITERAL: Final = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~%]+)?\]|\[v[0-9A-Fa-f]+\.[^\]]+\]")
+_SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TEST_AGENTS: Final = ("alwayson", "datadogsynthetics", "pingdom", "uptimerobot", "statuscake")
+_BOT_AGENTS: Final = (
+    "googlebot", "bingbot", "yandexbot", "baiduspider", "duckduckbot", "applebot",
+    "slurp", "ahrefsbot", "semrushbot", "gptbot", "petalbot",
+)  # fmt: skip
+EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
+
+
+class _Request(NamedTuple):
+    """The facts of one request, before they are named for a convention (positional: cheap)."""
+
+    method: str
+    original: str | None
+    scheme: str
+    path: str
+    query: str
+    address: str | None
+    port: int | None
+    client: str | None
+    client_port: int | None
+    peer: str | None
+    peer_port: int | None
+    agent: str | None
+    version: str | None
+
+
+# --- small public helpers ---
+
+
+def parse_status(status: str) -> int | None:
+    """Return the code of a PEP 3333 status line, or None unless it is 3 digits 100-599 then end or space."""
+    if len(status) < 3 or status[3:4] not in ("", " "):
+        return None
+    head = status[:3]
+    if not (head.isascii() and head.isdigit()):
+        return None
+    code = int(head)
+    return code if 100 <= code <= 599 else None
+
+
+def parse_port(raw: object) -> int | None:
+    """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if 0 < raw < 65536 else None
+    text = _as_text(raw)
+    if text is None or not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def split_host(host: str) -> tuple[str | None, int | None]:
+    """Split a Host header into (address, port); address None if invalid, port None if absent or bad.
+
+    Userinfo before "@" is dropped, IPv6 brackets are stripped, the split is at the last ":" outside
+    "[...]".
+    """
+    text = host.strip().rpartition("@")[2]
+    if text.startswith("["):
+        end = text.find("]")
+        literal, rest = text[: end + 1], text[end + 1 :]
+        if end < 0 or _IP_LITERAL.fullmatch(literal) is None or rest[:1] not in ("", ":"):
+            return None, None
+        return literal[1:-1], parse_port(rest[1:])
+    name, colon, port = text.rpartition(":")
+    if not colon:
+        name, port = text, ""
+    if _REG_NAME.fullmatch(name) is None:
+        return None, None
+    return name.lower(), parse_port(port)
+
+
+def normalize_method(
+    method: str, known_methods: frozenset[str] = KNOWN_METHODS, *, capture_all: bool = False
+) -> str:
+    """Return the method if it is known (case-sensitive) or all are captured, else `_OTHER`."""
+    if method in known_methods or (capture_all and _TOKEN.fullmatch(method) is not None):
+        return method
+    return OTHER
+
+
+def span_name(method: str, route: str | None = None) -> str:
+    """Return `{METHOD}` or `{METHOD} {route}`, with `HTTP` for `_OTHER`; never the raw path."""
+    name = "HTTP" if method == OTHER else method
+    return f"{name} {route}" if route else name
+
+
+def url_path(script_name: str, path_info: str) -> str:
+    """Return SCRIPT_NAME + PATH_INFO percent-encoded as on the request line ("/" if both are empty).
+
+    PEP 3333 gives both as latin-1 "bytes as str"; we re-encode those bytes, so UTF-8 `/café`
+    becomes `/caf%C3%A9`. A malformed environ holding wider characters is encoded as UTF-8.
+    """
+    path = script_name + path_info
+    if not path:
+        return "/"
+    return quote_from_bytes(_raw_bytes(path), safe=_PATH_SAFE)
+
+
+def url_query(query: str, redact: frozenset[str] = REDACT_QUERY_PARAMS) -> str:
+    """Return the query with each `redact` key's value replaced by `REDACTED`, non-ASCII bytes
+    percent-encoded, and everything else byte for byte (order, blanks and encoding kept)."""
+    if redact and ("%" in query or "+" in query or any(key in query for key in redact)):
+        parts = query.split("&")
+        for index, part in enumerate(parts):
+            key, equals, _ = part.partition("=")
+            if equals and (key in redact or unquote_plus(key) in redact):
+                parts[index] = f"{key}={REDACTED}"
+        query = "&".join(parts)
+    if query.isascii():
+        return query
+    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in _raw_bytes(query))
+
+
+def protocol_version(server_protocol: str) -> str | None:
+    """Return `1.1` for `HTTP/1.1` (any case), or None if SERVER_PROTOCOL is not HTTP/<digits>."""
+    if server_protocol[:5].upper() != "HTTP/":
+        return None
+    version = server_protocol[5:]
+    digits = version.replace(".", "", 1)
+    return version if digits and digits.isascii() and digits.isdigit() else None
+
+
+def synthetic_type(user_agent: str) -> str | None:
+    """Return `test` for synthetic monitors, `bot` for known crawlers, else None."""
+    lowered = user_agent.lower()
+    if any(name in lowered for name in _TEST_AGENTS):
+        return "test"
+    if any(name in lowered for name in _BOT_AGENTS):
+        return "bot"
+    return None
+
+
+def header_environ_key(name: str) -> str:
+    """Return the environ key a request header arrives under (`x-a` -> `HTTP_X_A`, CGI exceptions)."""
+    upper = name.upper().replace("-", "_")
+    return upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
+
+
+def environ_header_name(key: str) -> str | None:
+    """Return the lowercase header name for an environ key (`HTTP_X_A` -> `x-a`), or None."""
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return key.lower().replace("_", "-")
+    if key.startswith("HTTP_") and len(key) > 5:
+        return key[5:].lower().replace("_", "-")
+    return None
+
+
+# --- the composites ---
+
+
+def request_record(environ: Environ, config: Config) -> RequestRecord:
+    """Return the span name and start attributes for a request (EXCLUDED if it must not be traced)."""
+    facts = _request_facts(environ, config)
+    if config.excluded_re is not None and config.excluded_re.search(_exclusion_url(facts)):
+        return EXCLUDED
+    limit = config.max_attribute_length
+    attributes: dict[str, AttributeValue] = {}
+    if config.semconv != "old":
+        attributes.update(_stable_attributes(facts, limit))
+    if config.semconv != "stable":
+        attributes.update(_old_attributes(facts, environ, config))
+    if config.request_header_re is not None:
+        attributes.update(request_header_attributes(environ, config))
+    return RequestRecord(span_name(facts.method), attributes, facts.method)
+
+
+def response_record(status: str, headers: ResponseHeaders, config: Config) -> ResponseRecord:
+    """Return the status code and attributes of one `start_response` call; never raises."""
+    code = parse_status(_as_text(status) or "")
+    attributes: dict[str, AttributeValue] = {}
+    error = code is None or code >= 500
+    if config.semconv != "old":
+        if code is not None:
+            attributes[sc.HTTP_RESPONSE_STATUS_CODE] = code
+        if error:
+            attributes[sc.ERROR_TYPE] = OTHER if code is None else str(code)
+    if config.semconv != "stable" and code is not None:
+        attributes[sc.OLD_HTTP_STATUS_CODE] = code
+    if config.response_header_re is not None:
+        attributes.update(response_header_attributes(headers, config))
+    length = content_length(headers) if config.body_size_metrics else None
+    return ResponseRecord(code, attributes, error, length)
+
+
+def content_length(headers: ResponseHeaders) -> int | None:
+    """Return the Content-Length of a response header list, or None if absent or not a number."""
+    for name, value in header_pairs(headers):
+        if name.lower() == "content-length":
+            value = value.strip()
+            return int(value) if 0 < len(value) <= 18 and value.isascii() and value.isdigit() else None
+    return None
+
+
+def request_header_attributes(environ: Environ, config: Config) -> dict[str, AttributeValue]:
+    """Return the captured request headers (`http.request.header.<name>`: one joined value)."""
+    old = config.semconv == "old"
+    limit = config.max_attribute_length
+    found: dict[str, AttributeValue] = {}
+    keys = config.request_header_keys
+    if keys is not None:
+        for key, name, redacted in keys:
+            value = _as_text(environ.get(key))
+            if value is not None:
+                found[_header_key(sc.HTTP_REQUEST_HEADER, name, old)] = (
+                    REDACTED_HEADER if redacted else (value[:limit],)
+                )
+        return found
+    pattern = config.request_header_re
+    for key in environ:
+        header = environ_header_name(key)
+        text = _as_text(environ.get(key))
+        if header is None or text is None or pattern is None or not pattern.fullmatch(header):
+            continue
+        found[_header_key(sc.HTTP_REQUEST_HEADER, header, old)] = _sanitized(header, (text[:limit],), config)
+    return found
+
+
+def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict[str, AttributeValue]:
+    """Return the captured response headers: one value per occurrence (joined with "," in old mode)."""
+    pattern = config.response_header_re
+    if pattern is None:
+        return {}
+    limit = config.max_attribute_length
+    values: dict[str, list[str]] = {}
+    for item in header_pairs(headers):
+        name = item[0].lower()
+        if pattern.fullmatch(name):
+            values.setdefault(name, []).append(item[1][:limit])
+    old = config.semconv == "old"
+    return {
+        _header_key(sc.HTTP_RESPONSE_HEADER, name, old): _sanitized(
+            name, (",".join(found)[:limit],) if old else tuple(found), config
+        )
+        for name, found in values.items()
+    }
+
+
+# --- private helpers ---
+
+
+def _request_facts(environ: Environ, config: Config) -> _Request:
+    """Narrow every environ value the conventions need, once."""
+    raw_method = _text(environ, "REQUEST_METHOD")
+    method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
+    scheme = _text(environ, "wsgi.url_scheme").lower()
+    address, port = split_host(_text(environ, "HTTP_HOST"))
+    peer, peer_port = _text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
+    client, client_port = peer, peer_port
+    if config.forwarded_headers:
+        scheme, address, port, client, client_port = _forwarded(
+            environ, scheme, address, port, client, client_port
+        )
+    if address is None:
+        address = _text(environ, "SERVER_NAME") or None
+    if port is None and address is not None:
+        port = parse_port(environ.get("SERVER_PORT"))
+    agent = _as_text(environ.get("HTTP_USER_AGENT")) or None
+    return _Request(
+        method,
+        raw_method[: config.max_attribute_length] if method != raw_method else None,
+        scheme if _SCHEME.fullmatch(scheme) else "http",
+        url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO")),
+        url_query(_text(environ, "QUERY_STRING"), config.redact_query_params),
+        address,
+        port,
+        client,
+        client_port,
+        peer,
+        peer_port,
+        agent,
+        protocol_version(_text(environ, "SERVER_PROTOCOL")),
+    )
+
+
+def _stable_attributes(facts: _Request, limit: int) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {
+        sc.HTTP_REQUEST_METHOD: facts.method,
+        sc.URL_SCHEME: facts.scheme,
+        sc.URL_PATH: facts.path[:limit],
+    }
+    optional: tuple[tuple[str, AttributeValue | None], ...] = (
+        (sc.HTTP_REQUEST_METHOD_ORIGINAL, facts.original),
+        (sc.URL_QUERY, facts.query[:limit] or None),
+        (sc.SERVER_ADDRESS, facts.address and facts.address[:limit]),
+        (sc.SERVER_PORT, facts.port),
+        (sc.CLIENT_ADDRESS, facts.client and facts.client[:limit]),
+        (sc.CLIENT_PORT, facts.client_port),
+        (sc.NETWORK_PEER_ADDRESS, facts.peer and facts.peer[:limit]),
+        (sc.NETWORK_PEER_PORT, facts.peer_port),
+        (sc.NETWORK_PROTOCOL_VERSION, facts.version and facts.version[:limit]),
+        (sc.USER_AGENT_ORIGINAL, facts.agent and facts.agent[:limit]),
+        (sc.USER_AGENT_SYNTHETIC_TYPE, facts.agent and synthetic_type(facts.agent)),
+    )
+    for key, value in optional:
+        if value is not None:
+            attributes[key] = value
+    return attributes
+
+
+def _old_attributes(facts: _Request, environ: Environ, config: Config) -> dict[str, AttributeValue]:
+    """Name the facts as the reference's default mode does (`http.method`, `http.target`, ...)."""
+    limit = config.max_attribute_length
+    netloc = _netloc(facts)
+    target = _as_text(environ.get("RAW_URI"))
+    if target is None:
+        target = _as_text(environ.get("REQUEST_URI"))
+    optional: tuple[tuple[str, AttributeValue | None], ...] = (
+        (sc.OLD_HTTP_METHOD, facts.method),
+        (sc.OLD_HTTP_SCHEME, facts.scheme),
+        (sc.OLD_HTTP_HOST, netloc),
+        (sc.OLD_NET_HOST_NAME, facts.address),
+        (sc.OLD_NET_HOST_PORT, facts.port),
+        (sc.OLD_HTTP_TARGET, _target(target, config) if target else None),
+        (sc.OLD_HTTP_URL, None if target else _old_url(facts, netloc)),
+        (sc.OLD_HTTP_FLAVOR, facts.version),
+        (sc.OLD_HTTP_USER_AGENT, facts.agent),
+        (sc.USER_AGENT_SYNTHETIC_TYPE, facts.agent and synthetic_type(facts.agent)),
+        (sc.OLD_NET_PEER_IP, facts.peer),
+        (sc.OLD_NET_PEER_PORT, facts.peer_port),
+        (sc.OLD_HTTP_SERVER_NAME, _text(environ, "SERVER_NAME") or None),
+    )
+    return {
+        key: value[:limit] if isinstance(value, str) else value
+        for key, value in optional
+        if value is not None
+    }
+
+
+def _forwarded(
+    environ: Environ, scheme: str, address: str | None, port: int | None,
+    client: str | None, client_port: int | None,
+) -> tuple[str, str | None, int | None, str | None, int | None]:  # fmt: skip
+    """Apply `Forwarded` (RFC 7239, first element) and `X-Forwarded-*` (first entry) over the socket."""
+    forwarded = _forwarded_pairs(_text(environ, "HTTP_FORWARDED"))
+    proto = forwarded.get("proto") or _first(_text(environ, "HTTP_X_FORWARDED_PROTO"))
+    if proto and _SCHEME.fullmatch(proto.lower()):
+        scheme = proto.lower()
+    forwarded_address, forwarded_port = split_host(
+        forwarded.get("host") or _first(_text(environ, "HTTP_X_FORWARDED_HOST"))
+    )
+    if forwarded_address is not None:
+        address, port = forwarded_address, forwarded_port or _DEFAULT_PORTS.get(scheme)
+    origin = forwarded.get("for") or _first(_text(environ, "HTTP_X_FORWARDED_FOR"))
+    if origin:
+        client, client_port = _node(origin)
+    return scheme, address, port, client, client_port
+
+
+def _forwarded_pairs(header: str) -> dict[str, str]:
+    """Return the parameters of the first element of a `Forwarded` header, keys lowercased."""
+    pairs: dict[str, str] = {}
+    for part in header.split(",", 1)[0].split(";"):
+        key, equals, value = part.partition("=")
+        if equals:
+            pairs.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return pairs
+
+
+def _node(origin: str) -> tuple[str | None, int | None]:
+    """Split a forwarded client node (`1.2.3.4`, `[2001:db8::1]:4711`, `unknown`) into address and port."""
+    if origin.startswith("["):
+        address, port = split_host(origin)
+        return address, port
+    if origin.count(":") == 1:
+        name, _, port_text = origin.partition(":")
+        return name or None, parse_port(port_text)
+    return origin, None
+
+
+def _exclusion_url(facts: _Request) -> str:
+    return f"{facts.scheme}://{_netloc(facts) or ''}{facts.path}"
+
+
+def _netloc(facts: _Request) -> str | None:
+    """Return `host[:port]`, the port only when it is not the scheme's default; IPv6 bracketed."""
+    if facts.address is None:
+        return None
+    host = f"[{facts.address}]" if ":" in facts.address else facts.address
+    if facts.port is None or _DEFAULT_PORTS.get(facts.scheme) == facts.port:
+        return host
+    return f"{host}:{facts.port}"
+
+
+def _old_url(facts: _Request, netloc: str | None) -> str:
+    query = f"?{facts.query}" if facts.query else ""
+    return f"{facts.scheme}://{netloc or ''}{facts.path}{query}"
+
+
+def _target(target: str, config: Config) -> str:
+    """Return a raw request target with userinfo dropped and the query redacted."""
+    path, question, query = _USERINFO.sub(r"\1", target).partition("?")
+    path = url_query(path, frozenset())
+    return f"{path}?{url_query(query, config.redact_query_params)}" if question else path
+
+
+def _sanitized(name: str, value: tuple[str, ...], config: Config) -> tuple[str, ...]:
+    sanitize = config.sanitize_re
+    return REDACTED_HEADER if sanitize is not None and sanitize.search(name) else value
+
+
+def _header_key(prefix: str, name: str, old: bool) -> str:
+    return prefix + (name.replace("-", "_") if old else name)
+
+
+def _first(header: str) -> str:
+    return header.split(",", 1)[0].strip()
+
+
+def header_pairs(headers: ResponseHeaders) -> list[tuple[str, str]]:
+    """Return the well-formed (name, value) pairs of a header list; junk from a buggy app is skipped."""
+    if not _is_sequence(headers):
+        return []
+    return [item for item in headers if _is_pair(item)]
+
+
+def _is_sequence(value: object) -> TypeGuard[Sequence[object]]:
+    return isinstance(value, list | tuple)
+
+
+def _is_pair(value: object) -> TypeGuard[tuple[str, str]]:
+    match value:
+        case (str(), str()):
+            return True
+    return False
+
+
+def _text(environ: Environ, key: str) -> str:
+    """Return an environ value as text: str as is, bytes as latin-1, anything else as ""."""
+    return _as_text(environ.get(key)) or ""
+
+
+def _as_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return value.decode("latin-1")
+    return None
+
+
+def _raw_bytes(text: str) -> bytes:
+    """Return the bytes a PEP 3333 string stands for (UTF-8 for characters latin-1 cannot hold)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")

@@ -1,0 +1,77 @@
+"""Declarations shared by the pure core and the shell: aliases, constants and frozen records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Literal, TypeAlias
+
+#: The WSGI environ as the pure core sees it: read-only, every value narrowed before use.
+Environ: TypeAlias = Mapping[str, object]
+
+#: A value we put on a span or a metric: scalars, or a tuple of strings for captured headers.
+AttributeValue: TypeAlias = str | bool | int | float | tuple[str, ...]
+
+#: A finished attribute mapping, read-only by type.
+Attributes: TypeAlias = Mapping[str, AttributeValue]
+
+#: Response headers as passed to `start_response` (PEP 3333: a list of (name, value) pairs).
+ResponseHeaders: TypeAlias = Iterable[tuple[str, str]]
+
+#: The `exc_info` an app may pass to `start_response` (PEP 3333), as `sys.exc_info()` returns it.
+OptExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+
+#: Which HTTP semantic conventions to emit: current ("stable"), pre-1.21 ("old"), or both ("dup").
+SemconvMode: TypeAlias = Literal["stable", "old", "dup"]
+
+#: The methods RFC 9110 defines, plus PATCH (RFC 5789) and QUERY; anything else is `_OTHER`.
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
+#: Header names whose captured values are replaced by `[REDACTED]` unless configured otherwise.
+SANITIZE_HEADERS: Final = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+)
+#: Query parameters whose values are replaced by `REDACTED` (presigned-URL signatures).
+REDACT_QUERY_PARAMS: Final = frozenset({"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"})
+#: The schema of the semantic conventions our stable attribute names follow.
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
+#: Stand-in for a value we never let reach a span.
+REDACTED: Final = "REDACTED"
+#: Stand-in for a sanitised header value (the form the reference instrumentation uses).
+REDACTED_HEADER: Final = ("[REDACTED]",)
+#: The method and `error.type` value for anything outside a known set.
+OTHER: Final = "_OTHER"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What the request tells us, before the app runs.
+
+    `method` is the normalised method (`GET`, or `_OTHER`) used to rename the span once a route is
+    known; `traced` is False for an excluded request, which the shell passes through untouched.
+    """
+
+    span_name: str
+    attributes: Attributes
+    method: str
+    traced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """What one `start_response` call tells us: the status code (None if malformed) and attributes.
+
+    `error` is True when the span status must be ERROR: a 5xx code or an invalid status line;
+    `content_length` is the Content-Length header, read only when body-size metrics are on.
+    """
+
+    status_code: int | None
+    attributes: Attributes
+    error: bool
+    content_length: int | None = None

@@ -1,0 +1,49 @@
+"""The core imports one way: types.py and pure.py use the standard library (and each other) only."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "otel_wsgi"
+# What each core module may import beyond the standard library.
+ALLOWED = {
+    "types.py": set(),
+    "semconv.py": set(),
+    "pure.py": {"otel_wsgi", "otel_wsgi.types", "otel_wsgi.semconv", "otel_wsgi.config"},
+}
+FORBIDDEN_IN_PURE = {"os", "time", "logging", "opentelemetry"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_core_imports_only_the_standard_library(module: str) -> None:
+    modules = imported_modules(PACKAGE / module)
+    outside = {
+        name
+        for name in modules
+        if name.split(".")[0] not in sys.stdlib_module_names and name not in ALLOWED[module]
+    }
+    assert outside == set()
+
+
+def test_pure_never_imports_io_clock_or_logging() -> None:
+    roots = {name.split(".")[0] for name in imported_modules(PACKAGE / "pure.py")}
+    assert roots & FORBIDDEN_IN_PURE == set()
+
+
+def test_the_layering_check_sees_imports() -> None:
+    # Guard against a vacuous pass: the effects module does import opentelemetry.
+    assert "opentelemetry" in {name.split(".")[0] for name in imported_modules(PACKAGE / "effects.py")}
