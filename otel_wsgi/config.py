@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from otel_wsgi.types import KNOWN_METHODS, REDACT_QUERY_PARAMS, SANITIZE_HEADERS, SemconvMode
 
@@ -93,7 +93,7 @@ class Config:
             ValueError: a variable holds junk; the message names the field and the variable.
         """
         source = os.environ if env is None else env
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}  # each value is checked by its field's validator below
         for name, (variables, parse) in _ENV_FIELDS.items():
             present = [var for var in variables if var in source]
             if not present:
@@ -105,7 +105,7 @@ class Config:
                     kwargs[name] = _CHECKS[name](name, value)
             except ValueError as exc:
                 raise ValueError(f"{exc} (from environment variable {var})") from None
-        return cls(**kwargs)  # type: ignore[arg-type]  # each value was checked above
+        return cls(**kwargs)
 
 
 def _check_mode(name: str, value: object) -> object:
@@ -121,6 +121,17 @@ def _check_strings(name: str, value: object) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str) or not item:
             raise ValueError(f"{name}: expected non-empty strings, got {item!r}")
+    return items
+
+
+def _check_patterns(name: str, value: object) -> tuple[str, ...]:
+    """Check a tuple of regexes here, so a bad one from the environment names its variable too."""
+    items = _check_strings(name, value)
+    for item in items:
+        try:
+            re.compile(item)
+        except re.error as exc:
+            raise ValueError(f"{name}: invalid regular expression {item!r}: {exc}") from None
     return items
 
 
@@ -146,10 +157,10 @@ def _check_positive(name: str, value: object) -> int:
 
 _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "semconv": _check_mode,
-    "excluded_urls": _check_strings,
-    "capture_request_headers": _check_strings,
-    "capture_response_headers": _check_strings,
-    "sanitize_headers": _check_strings,
+    "excluded_urls": _check_patterns,
+    "capture_request_headers": _check_patterns,
+    "capture_response_headers": _check_patterns,
+    "sanitize_headers": _check_patterns,
     "known_methods": _check_tokens,
     "capture_all_methods": _check_bool,
     "redact_query_params": _check_tokens,
@@ -179,9 +190,10 @@ def _header_keys(patterns: tuple[str, ...], sanitize: re.Pattern[str] | None) ->
         return None
     keys: dict[str, HeaderKey] = {}
     for pattern in patterns:
-        name = pattern.lower()
+        # Sanitise on the dashed name the attribute carries: `x_api_key` captures `x-api-key`.
+        name = pattern.lower().replace("_", "-")
         key = _CGI_HEADERS.get(name, "HTTP_" + name.upper().replace("-", "_"))
-        keys[key] = (key, name.replace("_", "-"), bool(sanitize and sanitize.search(name)))
+        keys[key] = (key, name, bool(sanitize and sanitize.search(name)))
     return tuple(keys.values())
 
 

@@ -1,7 +1,7 @@
 """Serve three requests through the middleware on 127.0.0.1 and print their spans to the console.
 
-Run: `python -m otel_wsgi.demo`. It needs the `cli` extra (the OpenTelemetry SDK and waitress is not
-used here: the standard library's wsgiref server is enough for three requests).
+Run: `python -m otel_wsgi.demo`. It needs the OpenTelemetry SDK from the `cli` extra; the standard
+library's wsgiref server is enough for three requests.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
 
@@ -33,7 +34,8 @@ def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (the base's name)
+    @override
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -308,7 +308,10 @@ class _Body:
             raise
         finally:
             context.detach(token)
-        request.sent += len(chunk)
+        try:
+            request.sent += len(chunk)
+        except TypeError:
+            pass  # not bytes: the server will say so, not us
         return chunk
 
     def close(self) -> None:

@@ -316,8 +316,9 @@ def _request_facts(environ: Environ, config: Config) -> _Request:
 
 def _stable_attributes(facts: _Request, limit: int) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {
-        sc.HTTP_REQUEST_METHOD: facts.method,
-        sc.URL_SCHEME: facts.scheme,
+        # Both can be long: any token with capture_all_methods, X-Forwarded-Proto with forwarded_headers.
+        sc.HTTP_REQUEST_METHOD: facts.method[:limit],
+        sc.URL_SCHEME: facts.scheme[:limit],
         sc.URL_PATH: facts.path[:limit],
     }
     optional: tuple[tuple[str, AttributeValue | None], ...] = (
