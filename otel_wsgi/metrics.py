@@ -175,16 +175,25 @@ class Metrics:
     ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
         """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
         record, response, route = request.record, request.response, request.route
+        if route is not None:
+            route = route[: request.config.max_attribute_length]  # as on the span
         code = None if response is None else response.status_code
         error = request.error
         error_type = type(error).__qualname__ if error is not None else None
         if error_type is None and response is not None:
             value = response.attributes.get(sc.ERROR_TYPE)
             error_type = value if isinstance(value, str) else None
+        name = request.environ.get("SERVER_NAME")  # narrowed here: the key must be hashable
         server = (
-            (request.environ.get("SERVER_NAME"), request.environ.get("SERVER_PORT")) if self.old else None
+            (name if isinstance(name, str) else None, parse_port(request.environ.get("SERVER_PORT")))
+            if self.old
+            else None
         )
-        key = (record.method, record.attributes.get(sc.URL_SCHEME), code, route, error_type, server)
+        attributes = record.attributes
+        # Every input of the two sets is in the key (old mode has only the old names).
+        scheme = attributes.get(sc.URL_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME))
+        version = attributes.get(sc.NETWORK_PROTOCOL_VERSION, attributes.get(sc.OLD_HTTP_FLAVOR))
+        key = (record.method, scheme, version, code, route, error_type, server)
         found = self.cache.get(key)
         if found is None:
             found = (_stable_set(record, code, route, error_type), _old_set(record, code, server))
