@@ -33,7 +33,10 @@ _PATH_SAFE: Final = "/:@!$&'()*+,;="
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # RFC 3986 reg-name and IPv4 characters; anything else in a Host header makes it invalid.
 _REG_NAME: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
-_IP_LITERAL: Final = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~%]+)?\]|\[v[0-9A-Fa-f]+\.[^\]]+\]")
+_IP_LITERAL: Final = re.compile(
+    r"\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~%]+)?\]"  # IPv6, optional zone (RFC 6874)
+    r"|\[[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"  # IPvFuture (RFC 3986 section 3.2.2)
+)
 _SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -141,6 +144,9 @@ def url_path(script_name: str, path_info: str) -> str:
 def url_query(query: str, redact: frozenset[str] = REDACT_QUERY_PARAMS) -> str:
     """Return the query with each `redact` key's value replaced by `REDACTED`, non-ASCII bytes
     percent-encoded, and everything else byte for byte (order, blanks and encoding kept)."""
+    if not query.isascii():
+        # Encode first, so a key sent as raw UTF-8 bytes is matched like its %-encoded spelling.
+        query = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in _raw_bytes(query))
     if redact and query and _mentions(query, redact):
         parts = query.split("&")
         for index, part in enumerate(parts):
@@ -148,9 +154,7 @@ def url_query(query: str, redact: frozenset[str] = REDACT_QUERY_PARAMS) -> str:
             if equals and (key in redact or unquote_plus(key) in redact):
                 parts[index] = f"{key}={REDACTED}"
         query = "&".join(parts)
-    if query.isascii():
-        return query
-    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in _raw_bytes(query))
+    return query
 
 
 def protocol_version(server_protocol: str) -> str | None:
@@ -386,8 +390,9 @@ def _forwarded(
     if forwarded_address is not None:
         address, port = forwarded_address, forwarded_port or _DEFAULT_PORTS.get(scheme)
     origin = forwarded.get("for") or _first(_text(environ, "HTTP_X_FORWARDED_FOR"))
-    if origin:
-        client, client_port = _node(origin)
+    origin_address, origin_port = _node(origin) if origin else (None, None)
+    if origin_address is not None:  # a junk node keeps the socket peer rather than nothing
+        client, client_port = origin_address, origin_port
     return scheme, address, port, client, client_port
 
 
