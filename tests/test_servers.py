@@ -1,0 +1,635 @@
+"""The middleware under real servers on 127.0.0.1: wsgiref and waitress in-process, gunicorn as a subprocess.
+
+Every test makes real HTTP requests over a socket and asserts on the spans the real SDK ended. A server
+may end a span after the client has read the whole response (it closes the body after sending), so
+tests wait for spans with a bounded timeout; nothing here asserts on durations.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from wsgiref.util import FileWrapper
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from typing_extensions import override
+from waitress import create_server, wasyncore  # type: ignore[import-untyped]
+from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
+
+from otel_wsgi import Config, set_route, wrap
+
+TESTS_DIR: Final = Path(__file__).resolve().parent
+REPO_DIR: Final = TESTS_DIR.parent
+#: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
+DEADLINE: Final = 15.0
+CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
+BLOB_SIZE: Final = 1 << 20
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+# --- in-process servers ---
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """Return `action` made idempotent: a test may stop its server, and the fixture stops it again."""
+    done: list[bool] = []
+
+    def run_once() -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return run_once
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server listening on 127.0.0.1 in this process, and how to stop it."""
+
+    port: int
+    stop: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A real WSGI server: how to start one, and the class it gives as `wsgi.file_wrapper`."""
+
+    start: Callable[[WSGIApplication], Served]
+    file_wrapper: type
+
+
+class _QuietHandler(WSGIRequestHandler):
+    @override
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
+        pass
+
+
+def _serve_wsgiref(app: WSGIApplication) -> Served:
+    server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()  # returns once the request being handled (and its close()) is done
+        thread.join(DEADLINE)
+        server.server_close()
+        assert not thread.is_alive(), "wsgiref did not stop"
+
+    return Served(server.server_port, _once(stop))
+
+
+def _serve_waitress(app: WSGIApplication) -> Served:
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        # Close every channel from the loop's own thread (its trigger runs thunks there); the loop
+        # ends when its map is empty. Then join the worker threads.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        thread.join(DEADLINE)
+        server.task_dispatcher.shutdown()
+        assert not thread.is_alive(), "waitress did not stop"
+
+    return Served(int(server.effective_port), _once(stop))
+
+
+SERVERS: Final = [
+    pytest.param(Server(_serve_wsgiref, FileWrapper), id="wsgiref"),
+    pytest.param(Server(_serve_waitress, ReadOnlyFileBasedBuffer), id="waitress"),
+]
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Server:
+    chosen: Server = request.param
+    return chosen
+
+
+@pytest.fixture
+def serve(server: Server) -> Iterator[Callable[[WSGIApplication], Served]]:
+    """Start `server` around an app; every server started is stopped after the test."""
+    started: list[Served] = []
+
+    def start(app: WSGIApplication) -> Served:
+        served = server.start(app)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_span_ended_twice(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The SDK only logs a second `end()` (or a change to an ended span); make that a failure."""
+    yield
+    logged = [record.getMessage() for record in caplog.get_records("call")]
+    assert [message for message in logged if "ended span" in message] == []
+
+
+def _spans(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
+    """Wait for at least `count` ended spans, then return all of them."""
+    _wait_until(lambda: len(exporter.get_finished_spans()) >= count, f"{count} span(s)")
+    return exporter.get_finished_spans()
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET; return the status and the whole body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _raw_get(port: int, path: str) -> bytes:
+    """One HTTP/1.0 GET on a raw socket, read to EOF: a truncated body is still returned, not raised."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    return bytes(received)
+
+
+def _status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
+
+
+# --- apps ---
+
+
+class _Closing:
+    """A streamed body with a `close()` that counts its calls (PEP 3333: the server must call it)."""
+
+    def __init__(self, chunks: Iterable[bytes], closes: list[str]) -> None:
+        self._chunks = chunks
+        self._closes = closes
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+
+    def close(self) -> None:
+        self._closes.append("close")
+
+
+def _generator(closes: list[str]) -> Iterator[bytes]:
+    try:
+        yield from CHUNKS
+    finally:
+        closes.append("close")
+
+
+BodyFactory = Callable[[StartResponse, list[str]], Iterable[bytes]]
+
+
+def _list_body(start_response: StartResponse, closes: list[str]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return list(CHUNKS)
+
+
+def _generator_body(start_response: StartResponse, closes: list[str]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _generator(closes)
+
+
+def _streaming_body(start_response: StartResponse, closes: list[str]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _Closing(iter(CHUNKS), closes)
+
+
+def _write_body(start_response: StartResponse, closes: list[str]) -> Iterable[bytes]:
+    # The legacy `write` callable the server's start_response returns must reach the app (rule 5).
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(CHUNKS[0])
+    return _Closing(iter(CHUNKS[1:]), closes)
+
+
+BODY_CASES: Final = [
+    pytest.param(_list_body, 0, id="list"),
+    pytest.param(_generator_body, 1, id="generator"),
+    pytest.param(_streaming_body, 1, id="streaming"),
+    pytest.param(_write_body, 1, id="write-callable"),
+]
+
+
+@pytest.mark.parametrize(("make_body", "closes_expected"), BODY_CASES)
+def test_body_shapes(
+    serve: Callable[[WSGIApplication], Served],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    make_body: BodyFactory,
+    closes_expected: int,
+) -> None:
+    closes: list[str] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        set_route(environ, "/shape/{kind}")
+        return make_body(start_response, closes)
+
+    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    status, body = _get(served.port, "/shape/one?x=1")
+    (span,) = _spans(exporter, 1)
+    served.stop()
+
+    assert (status, body) == (200, b"".join(CHUNKS))
+    assert len(closes) == closes_expected
+    assert len(exporter.get_finished_spans()) == 1
+    assert span.name == "GET /shape/{kind}"
+    assert span.kind is SpanKind.SERVER
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/shape/{kind}"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["url.path"] == "/shape/one"
+    assert span.attributes["url.query"] == "x=1"
+    assert span.attributes["server.port"] == served.port
+
+
+class _LoggedFile(io.FileIO):
+    """A served file that records, at its first close, how many spans had ended by then."""
+
+    def __init__(self, path: Path, exporter: InMemorySpanExporter, log: list[int]) -> None:
+        super().__init__(path, "rb")
+        self._exporter, self._log = exporter, log
+
+    @override
+    def close(self) -> None:
+        if not self.closed:
+            self._log.append(len(self._exporter.get_finished_spans()))
+        super().close()
+
+
+def test_file_wrapper_keeps_server_object(
+    server: Server,
+    serve: Callable[[WSGIApplication], Served],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(BLOB_SIZE))
+    spans_at_file_close: list[int] = []
+    returned: list[tuple[type, object]] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        result: Iterable[bytes] = environ["wsgi.file_wrapper"](
+            _LoggedFile(blob, exporter, spans_at_file_close), 65536
+        )
+        return result
+
+    traced = wrap(app, config=Config(), tracer_provider=provider)
+
+    def spy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        result = traced(environ, start_response)
+        returned.append((type(result), environ["wsgi.file_wrapper"]))
+        return result
+
+    served = serve(spy)
+    status, body = _get(served.port, "/blob")
+    (span,) = _spans(exporter, 1)
+    served.stop()
+
+    assert (status, body == blob.read_bytes()) == (200, True)
+    # The server got its own object back, so its `isinstance` fast path (sendfile, waitress's
+    # write_soon of the buffer) still applies.
+    assert returned == [(server.file_wrapper, server.file_wrapper)]
+    # The server closed it (which closed the file) exactly once, before the span ended.
+    assert spans_at_file_close == [0]
+    assert len(exporter.get_finished_spans()) == 1
+    assert span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.status.status_code is StatusCode.UNSET
+
+
+RAISE_CASES: Final = [
+    pytest.param("call", 500, 0, id="at-call"),
+    pytest.param("iteration", 200, 1, id="during-iteration"),
+]
+
+
+@pytest.mark.parametrize(("where", "client_status", "closes_expected"), RAISE_CASES)
+def test_app_raises(
+    serve: Callable[[WSGIApplication], Served],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    where: str,
+    client_status: int,
+    closes_expected: int,
+) -> None:
+    closes: list[str] = []
+
+    def failing(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        yield from chunks
+        raise RuntimeError("boom")
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if where == "call":
+            raise RuntimeError("boom")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _Closing(failing(CHUNKS[:1]), closes)
+
+    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    raw = _raw_get(served.port, "/fail")
+    (span,) = _spans(exporter, 1)
+    served.stop()
+
+    # The server, not the middleware, answers an app that raised: 500 before any byte, else a cut body.
+    assert _status_of(raw) == client_status
+    assert len(closes) == closes_expected
+    assert len(exporter.get_finished_spans()) == 1
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "RuntimeError: boom"
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [event.name for event in span.events] == ["exception"]
+
+
+def test_traceparent_becomes_parent_per_request(
+    serve: Callable[[WSGIApplication], Served],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Concurrent requests, each with its own `traceparent`: each span's parent is its own header's,
+    and the body code of each request sees its own span as current."""
+
+    def current_trace_id() -> Iterator[bytes]:
+        yield f"{trace.get_current_span().get_span_context().trace_id:032x}".encode()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return current_trace_id()
+
+    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    parents = {f"{index + 1:032x}": f"{index + 0xA1:016x}" for index in range(4)}
+    bodies: dict[str, bytes] = {}
+
+    def call(trace_id: str) -> None:
+        header = f"00-{trace_id}-{parents[trace_id]}-01"
+        bodies[trace_id] = _get(served.port, "/", {"traceparent": header})[1]
+
+    threads = [threading.Thread(target=call, args=(trace_id,)) for trace_id in parents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    spans = _spans(exporter, len(parents))
+    served.stop()
+
+    assert bodies == {trace_id: trace_id.encode() for trace_id in parents}
+    seen = {}
+    for span in spans:
+        assert span.parent is not None and span.parent.is_remote
+        assert span.context is not None and span.context.trace_id == span.parent.trace_id
+        seen[f"{span.parent.trace_id:032x}"] = f"{span.parent.span_id:016x}"
+    assert seen == parents
+
+
+def test_client_disconnect_mid_stream(
+    serve: Callable[[WSGIApplication], Served],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    total = 1024
+    produced: list[int] = []
+    closes: list[str] = []
+
+    def chunks() -> Iterator[bytes]:
+        for index in range(total):
+            produced.append(index)
+            yield b"x" * 65536
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return _Closing(chunks(), closes)
+
+    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=DEADLINE) as sock:
+        sock.sendall(b"GET /stream HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1024)
+    # The client has gone after the headers; the server finds out on a later send and closes the body.
+    (span,) = _spans(exporter, 1)
+    _wait_until(lambda: closes != [], "close() of the body")
+    served.stop()
+
+    assert head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+    assert len(produced) < total
+    assert closes == ["close"]
+    assert len(exporter.get_finished_spans()) == 1
+    # A client that hangs up is not a server error.
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()
+    assert span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 200
+
+
+# --- gunicorn in a subprocess (tests/servers_app.py) ---
+
+
+@dataclass(frozen=True)
+class Gunicorn:
+    """A running gunicorn serving tests/servers_app.py, and where it writes what it saw."""
+
+    port: int
+    events: Path
+    blob: Path
+    strace: Path | None
+
+
+def _strace() -> str | None:
+    """The strace binary, if present and allowed to trace here (ptrace can be forbidden)."""
+    path = shutil.which("strace")
+    if path is None:
+        return None
+    probe = [path, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", os.devnull, "true"]
+    done = subprocess.run(probe, capture_output=True, timeout=DEADLINE, check=False)
+    return path if done.returncode == 0 else None
+
+
+def _listening_port(log: Path, process: subprocess.Popen[bytes]) -> int:
+    """Wait for gunicorn's `Listening at: http://127.0.0.1:PORT` line (it was told to bind port 0)."""
+    found: list[int] = []
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+        if match is not None:
+            found.append(int(match[1]))
+        return bool(found)
+
+    _wait_until(listening, "gunicorn to listen")
+    return found[0]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the process group this test started (strace, the gunicorn master, its worker)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(DEADLINE)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    directory = tmp_path_factory.mktemp("gunicorn")
+    blob, events, log = directory / "blob", directory / "events.jsonl", directory / "gunicorn.log"
+    blob.write_bytes(os.urandom(BLOB_SIZE))
+    events.touch()
+    command = [
+        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+        "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "5",
+        "--pythonpath", str(TESTS_DIR), "servers_app:app",
+    ]  # fmt: skip
+    strace = _strace()
+    strace_out = directory / "strace.txt" if strace is not None else None
+    if strace is not None:
+        command = [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command]
+    env = {**os.environ, "OTEL_WSGI_TEST_EVENTS": str(events), "OTEL_WSGI_TEST_FILE": str(blob)}
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPO_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        port = _listening_port(log, process)
+        # Ready once a request is answered (the worker has imported the app).
+        assert _get(port, "/hello?ready")[0] == 200, log.read_text()
+        yield Gunicorn(port, events, blob, strace_out)
+    finally:
+        _stop(process)
+
+
+def _records(events: Path) -> list[dict[str, Any]]:
+    """Every complete line of the events file (a line being appended right now is left for later)."""
+    return [json.loads(line) for line in events.read_text().split("\n")[:-1]]
+
+
+def _query(record: dict[str, Any]) -> object:
+    return record["attributes"].get("url.query") if record["kind"] == "span" else record["query"]
+
+
+def _events(events: Path, kind: str, query: str) -> list[dict[str, Any]]:
+    return [record for record in _records(events) if record["kind"] == kind and _query(record) == query]
+
+
+def _gunicorn_span(server: Gunicorn, query: str) -> dict[str, Any]:
+    """Wait for the span of the request with this query; fail unless there is exactly one."""
+    _wait_until(lambda: _events(server.events, "span", query) != [], f"the span of ?{query}")
+    (span,) = _events(server.events, "span", query)
+    assert [record for record in _records(server.events) if record["kind"] == "log"] == []
+    return span
+
+
+#: What servers_app.py's /stream generator yields.
+STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(5))
+
+GUNICORN_CASES: Final = [
+    pytest.param("/hello", 200, b"hello\n", "GET /hello", "UNSET", None, id="list"),
+    pytest.param("/stream", 200, STREAMED, "GET", "UNSET", None, id="generator"),
+    pytest.param("/nope", 404, b"not found\n", "GET", "UNSET", None, id="not-found"),
+    pytest.param("/boom", 500, None, "GET", "ERROR", "RuntimeError", id="raises"),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "body", "name", "span_status", "error_type"), GUNICORN_CASES)
+def test_gunicorn(
+    gunicorn: Gunicorn,
+    path: str,
+    status: int,
+    body: bytes | None,
+    name: str,
+    span_status: str,
+    error_type: str | None,
+) -> None:
+    query = f"case={path.strip('/')}"
+    got_status, got_body = _get(gunicorn.port, f"{path}?{query}")
+    span = _gunicorn_span(gunicorn, query)
+
+    assert got_status == status
+    if body is not None:
+        assert got_body == body
+    assert (span["name"], span["span_kind"], span["status"]) == (name, "SERVER", span_status)
+    assert span["attributes"]["url.path"] == path
+    assert span["attributes"]["server.port"] == gunicorn.port
+    assert span["attributes"].get("error.type") == error_type
+    # gunicorn writes its own 500 for an app that raised: the middleware never saw a status.
+    assert span["attributes"].get("http.response.status_code") == (None if error_type else status)
+
+
+def test_gunicorn_file_wrapper_keeps_sendfile(gunicorn: Gunicorn) -> None:
+    query = "case=file"
+    status, body = _get(gunicorn.port, f"/file?{query}")
+    span = _gunicorn_span(gunicorn, query)
+
+    assert (status, body == gunicorn.blob.read_bytes()) == (200, True)
+    assert span["status"] == "UNSET"
+    assert span["attributes"]["http.response.status_code"] == 200
+    # The middleware handed gunicorn its own FileWrapper (so `isinstance` picks the sendfile path) ...
+    (result,) = _events(gunicorn.events, "result", query)
+    assert (result["type"], result["is_file_wrapper"]) == ("gunicorn.http.wsgi.FileWrapper", True)
+    # ... gunicorn closed it (closing the file) once, and the span ended after that close.
+    order = [record["kind"] for record in _records(gunicorn.events) if _query(record) == query]
+    assert order == ["result", "file_closed", "span"]
+
+
+def _sendfile_bytes(strace_out: Path) -> int:
+    """The bytes that sendfile(2) calls in strace's log returned, in all."""
+    return sum(int(count) for count in re.findall(r"sendfile\(.*\) = (\d+)", strace_out.read_text()))
+
+
+def test_gunicorn_sends_file_with_sendfile(gunicorn: Gunicorn) -> None:
+    """strace shows gunicorn's sendfile(2) fast path sending the whole file through the middleware."""
+    if gunicorn.strace is None:
+        pytest.skip("strace is not available (or may not trace) here")
+    strace_out = gunicorn.strace
+    before = _sendfile_bytes(strace_out)
+    status, body = _get(gunicorn.port, "/file?case=sendfile")
+    _gunicorn_span(gunicorn, "case=sendfile")
+    _wait_until(lambda: _sendfile_bytes(strace_out) >= before + BLOB_SIZE, "sendfile(2) in strace's log")
+
+    assert (status, len(body)) == (200, BLOB_SIZE)
+    assert _sendfile_bytes(strace_out) - before == BLOB_SIZE
