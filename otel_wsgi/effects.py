@@ -194,10 +194,11 @@ class _Request:
         return write if self.metrics is None or not self.config.body_size_metrics else self.counting(write)
 
     def with_traceresponse(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Return a copy of the headers with `traceresponse` added, unless the app set one."""
-        if any(name.lower() == "traceresponse" for name, _ in header_pairs(headers)):
-            return headers
+        """Return a copy of the headers with `traceresponse` added, unless the app set one or the span
+        is invalid (a no-op provider: W3C forbids the all-zero ids)."""
         ctx = self.span.get_span_context()
+        if not ctx.is_valid or any(name.lower() == "traceresponse" for name, _ in header_pairs(headers)):
+            return headers
         value = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
         return [*headers, ("traceresponse", value)]
 
@@ -229,7 +230,8 @@ class _Request:
             else:
                 self.inner_close, self.file_response = original, True
                 return result
-        return (_SizedBody if hasattr(result, "__len__") else _Body)(result, self)
+        # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
+        return (_SizedBody if hasattr(type(result), "__len__") else _Body)(result, self)
 
     def close_file(self) -> None:
         self.close(self.inner_close)
@@ -258,10 +260,13 @@ class _Request:
         try:
             self.apply()
         except Exception:
-            self.shell.log_failure("span finish")
-        self.span.end(end_time=end)
-        if self.metrics is not None:
-            self.metrics.record(self, end)
+            self.shell.log_failure("span attributes")
+        try:
+            self.span.end(end_time=end)
+            if self.metrics is not None:
+                self.metrics.record(self, end)
+        except Exception:
+            self.shell.log_failure("span end or metrics")
 
     def apply(self) -> None:
         span = self.span
@@ -315,7 +320,7 @@ class _Body:
         return chunk
 
     def close(self) -> None:
-        self._request.close(getattr(self._result, "close", None))
+        self._request.close(_close_of(self._result))
 
 
 class _SizedBody(_Body):
@@ -327,11 +332,23 @@ class _SizedBody(_Body):
         return len(self._result)  # type: ignore[arg-type]  # only chosen when the result has __len__
 
 
+def _close_of(result: object) -> Callable[[], object] | None:
+    """Return the `close` of what the app returned, or None (also for a proxy whose lookup raises)."""
+    try:
+        close: Callable[[], object] | None = getattr(result, "close", None)
+    except Exception:
+        return None
+    return close
+
+
 def _is_file_response(result: object, file_wrapper: object) -> bool:
     """True when the app returned the server's `wsgi.file_wrapper` (class or uWSGI-style builtin)."""
     if isinstance(file_wrapper, type):
         return isinstance(result, file_wrapper)
-    return hasattr(result, "fileno") and hasattr(result, "read")
+    try:
+        return hasattr(result, "fileno") and hasattr(result, "read")
+    except Exception:
+        return False  # a proxy whose __getattr__ raises something else than AttributeError
 
 
 def set_route(environ: WSGIEnvironment, route: str) -> None:

@@ -1,0 +1,288 @@
+"""Small typed WSGI apps, response iterables and a server-side driver shared by the effects tests.
+
+Nothing here is a mock: the apps are real WSGI callables and `Server` is the server half of the
+PEP 3333 contract (it records what `start_response` received and what `write` was given).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+from wsgiref.handlers import SimpleHandler
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from wsgiref.util import setup_testing_defaults
+
+from otel_wsgi.types import OptExcInfo
+
+Headers = list[tuple[str, str]]
+#: What a server records of one `start_response` call.
+Call = tuple[str, Headers, OptExcInfo | None]
+
+BODY = (b"hello", b" ", b"world")
+HEADERS: Headers = [("Content-Type", "text/plain")]
+
+
+@runtime_checkable
+class SupportsClose(Protocol):
+    def close(self) -> object: ...
+
+
+def make_environ(extra: Mapping[str, object] | None = None) -> WSGIEnvironment:
+    """Return a complete PEP 3333 environ (`setup_testing_defaults`), updated with `extra`."""
+    environ: WSGIEnvironment = {"QUERY_STRING": ""}
+    setup_testing_defaults(environ)
+    environ.update(extra or {})
+    return environ
+
+
+def close_body(body: Iterable[bytes]) -> None:
+    """Close a response iterable as a server must (PEP 3333), asserting it can be closed."""
+    assert isinstance(body, SupportsClose)
+    body.close()
+
+
+@dataclass
+class Server:
+    """The server side of one call: each `start_response` call, the bytes written, shared events."""
+
+    calls: list[Call] = field(default_factory=list)
+    written: list[bytes] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def start_response(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        self.events.append(f"server {status}")
+        self.calls.append((status, list(headers), exc_info))
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the client would get: the last status and headers, and the body bytes."""
+
+    status: str
+    headers: Headers
+    body: bytes
+
+
+def run(app: WSGIApplication, environ: WSGIEnvironment, server: Server | None = None) -> Response:
+    """Call `app` like a server: iterate the body, then always close it."""
+    server = Server() if server is None else server
+    body = app(environ, server.start_response)
+    try:
+        chunks = [*server.written, *body]
+    finally:
+        if isinstance(body, SupportsClose):
+            body.close()
+    status, headers, _ = server.calls[-1]
+    return Response(status, headers, b"".join(chunks))
+
+
+def serve(app: WSGIApplication, environ: WSGIEnvironment) -> tuple[bytes, str]:
+    """Run `app` under the real wsgiref server handler; return (raw HTTP output, server error log)."""
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    handler = SimpleHandler(io.BytesIO(), stdout, stderr, environ, multithread=True, multiprocess=False)
+    handler.run(app)
+    return stdout.getvalue(), stderr.getvalue()
+
+
+# --- apps ---
+
+
+def list_app(
+    body: Iterable[bytes] = BODY, status: str = "200 OK", headers: Headers | None = None
+) -> WSGIApplication:
+    """Return an app that answers `status` with `body` as a list."""
+    chunks = list(body)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response(status, list(HEADERS if headers is None else headers))
+        return list(chunks)
+
+    return app
+
+
+def generator_app(body: Iterable[bytes] = BODY, status: str = "200 OK") -> WSGIApplication:
+    """Return an app whose body is a generator that calls `start_response` on the first `next()`."""
+    chunks = list(body)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        start_response(status, list(HEADERS))
+        yield from chunks
+
+    return app
+
+
+def result_app(result: Iterable[bytes], status: str = "200 OK") -> WSGIApplication:
+    """Return an app that answers with this very iterable object."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response(status, list(HEADERS))
+        return result
+
+    return app
+
+
+def raising_app(error: BaseException) -> WSGIApplication:
+    """Return an app that raises `error` before returning (after `start_response`)."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", list(HEADERS))
+        raise error
+
+    return app
+
+
+def exc_info_app(keyword: bool = False) -> WSGIApplication:
+    """Return an app that starts a 200, fails, then restarts as a 500 passing `exc_info` (PEP 3333)."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", list(HEADERS))
+        try:
+            raise RuntimeError("late failure")
+        except RuntimeError:
+            info = sys.exc_info()
+            environ["test.exc_info"] = info
+            if keyword:
+                by_name: Callable[..., object] = start_response
+                by_name("500 Internal Server Error", list(HEADERS), exc_info=info)
+            else:
+                start_response("500 Internal Server Error", list(HEADERS), info)
+        return [b"failed"]
+
+    return app
+
+
+# --- response iterables ---
+
+
+class Failures:
+    """A namespace, so the errors' `__qualname__` differs from their `__name__`."""
+
+    class AppError(Exception):
+        pass
+
+
+class CountingIterator:
+    """The iterator a `ClosingResult` hands out: it has its own `close`, which must not be called."""
+
+    def __init__(self, chunks: Iterable[bytes], error: BaseException | None) -> None:
+        self.chunks = iter(chunks)
+        self.error = error
+        self.close_calls = 0
+
+    def __iter__(self) -> CountingIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return next(self.chunks)
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+
+class ClosingResult:
+    """An iterable with `close` whose `__iter__` returns a different object (with its own `close`).
+
+    `next_error` is raised by the iterator's `__next__`, `close_error` by `close()`.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes] = BODY,
+        *,
+        next_error: BaseException | None = None,
+        close_error: BaseException | None = None,
+    ) -> None:
+        self.iterator = CountingIterator(chunks, next_error)
+        self.close_error = close_error
+        self.close_calls = 0
+
+    def __iter__(self) -> CountingIterator:
+        return self.iterator
+
+    def close(self) -> None:
+        self.close_calls += 1
+        if self.close_error is not None:
+            raise self.close_error
+
+
+class SizedResult(ClosingResult):
+    """A `ClosingResult` with a length (PEP 3333 lets servers use `len()` for Content-Length)."""
+
+    def __len__(self) -> int:
+        return 1
+
+
+class SlottedFileWrapper:
+    """A `wsgi.file_wrapper` whose instances cannot take an instance `close` (bjoern, meinheld style)."""
+
+    __slots__ = ("filelike",)
+
+    def __init__(self, filelike: io.BufferedReader, blksize: int = 8192) -> None:
+        self.filelike = filelike
+
+    def __iter__(self) -> SlottedFileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(8192)
+        if not data:
+            raise StopIteration
+        return data
+
+    def close(self) -> None:
+        self.filelike.close()
+
+
+class FileLike:
+    """A Python file-like object (`read`, `fileno`, `close`) as a uWSGI-style file wrapper returns it."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self.raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.raw.read(8192), b"")
+
+
+def uwsgi_file_wrapper(filelike: FileLike | io.BufferedReader, blksize: int = 8192) -> object:
+    """uWSGI's `wsgi.file_wrapper` is a builtin that returns the file object itself (not a class)."""
+    return filelike
+
+
+def file_app(path: str, opened: list[io.BufferedReader]) -> WSGIApplication:
+    """Return an app that answers with `environ["wsgi.file_wrapper"](file)`, recording each file opened."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        filelike = open(path, "rb")  # closed by the server through the file wrapper
+        opened.append(filelike)
+        result: Iterable[bytes] = environ["wsgi.file_wrapper"](filelike)
+        return result
+
+    return app
+
+
+class LazyResult(ClosingResult):
+    """A lazy proxy: any attribute it lacks raises RuntimeError (not AttributeError) from `__getattr__`."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"proxy has no {name}")
