@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # RFC 3986 pchar without "%": a literal "%" in PATH_INFO was "%25" on the request line.
 _PATH_SAFE: Final = "/:@!$&'()*+,;="
+_PATH_UNSAFE: Final = re.compile(r"[^A-Za-z0-9\-._~/:@!$&'()*+,;=]")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # RFC 3986 reg-name and IPv4 characters; anything else in a Host header makes it invalid.
 _REG_NAME: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
@@ -41,6 +42,7 @@ _SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # RFC 9110 section 2.5: HTTP-version is DIGIT "." DIGIT; HTTP/2 and HTTP/3 servers say "HTTP/2".
+_COMMON_VERSIONS: Final = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2": "2", "HTTP/2.0": "2.0"}
 _VERSION: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _TEST_AGENTS: Final = ("alwayson", "datadogsynthetics", "pingdom", "uptimerobot", "statuscake")
 _BOT_AGENTS: Final = (
@@ -84,6 +86,9 @@ def parse_status(status: str) -> int | None:
 
 def parse_port(raw: object) -> int | None:
     """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
+    if type(raw) is str and 0 < len(raw) <= 5 and raw.isdigit() and raw.isascii():
+        port = int(raw)  # the common case, first
+        return port if 0 < port < 65536 else None
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw if 0 < raw < 65536 else None
     text = _as_text(raw)
@@ -109,9 +114,11 @@ def split_host(host: str) -> tuple[str | None, int | None]:
     name, colon, port = text.rpartition(":")
     if not colon:
         name, port = text, ""
-    if _REG_NAME.fullmatch(name) is None:
+    # A plain DNS name or IPv4 address needs no regex (the common case); anything else is checked.
+    plain = name.replace(".", "").replace("-", "")
+    if not (plain.isalnum() and plain.isascii()) and _REG_NAME.fullmatch(name) is None:
         return None, None
-    return name.lower(), parse_port(port)
+    return name.lower(), parse_port(port) if port else None
 
 
 def normalize_method(
@@ -138,6 +145,8 @@ def url_path(script_name: str, path_info: str) -> str:
     path = script_name + path_info
     if not path:
         return "/"
+    if _PATH_UNSAFE.search(path) is None:
+        return path  # the common case: nothing to encode
     return quote_from_bytes(_raw_bytes(path), safe=_PATH_SAFE)
 
 
@@ -159,6 +168,9 @@ def url_query(query: str, redact: frozenset[str] = REDACT_QUERY_PARAMS) -> str:
 
 def protocol_version(server_protocol: str) -> str | None:
     """Return `1.1` for `HTTP/1.1` (any case), or None if SERVER_PROTOCOL is not HTTP/<digits>[.<digits>]."""
+    known = _COMMON_VERSIONS.get(server_protocol)
+    if known is not None:
+        return known
     if server_protocol[:5].upper() != "HTTP/":
         return None
     version = server_protocol[5:]
@@ -286,11 +298,19 @@ def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict
 
 
 def _request_facts(environ: Environ, config: Config) -> _Request:
-    """Narrow every environ value the conventions need, once."""
+    """Narrow every environ value the conventions need, once (the hot path: plain reads, no helpers)."""
+    limit = config.max_attribute_length
     raw_method = _text(environ, "REQUEST_METHOD")
-    method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
-    scheme = _text(environ, "wsgi.url_scheme").lower()
-    address, port = split_host(_text(environ, "HTTP_HOST"))
+    if raw_method in config.known_methods:
+        method, original = raw_method, None
+    else:  # cut here, so the span name and metric attributes are bounded too (capture_all_methods)
+        method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
+        method, original = method[:limit], raw_method[:limit] if method != raw_method else None
+    scheme = _text(environ, "wsgi.url_scheme")
+    if scheme not in _DEFAULT_PORTS:
+        scheme = scheme.lower() if _SCHEME.fullmatch(scheme.lower()) else "http"
+    host = _text(environ, "HTTP_HOST")
+    address, port = split_host(host) if host else (None, None)
     peer, peer_port = _text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
     client, client_port = peer, peer_port
     if config.forwarded_headers:
@@ -301,48 +321,54 @@ def _request_facts(environ: Environ, config: Config) -> _Request:
         address = _text(environ, "SERVER_NAME") or None
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
-    agent = _as_text(environ.get("HTTP_USER_AGENT")) or None
+    query = _text(environ, "QUERY_STRING")
     return _Request(
-        # Cut here, so the span name and metric attributes are bounded too (any token, capture_all_methods).
-        method[: config.max_attribute_length],
-        raw_method[: config.max_attribute_length] if method != raw_method else None,
-        scheme if _SCHEME.fullmatch(scheme) else "http",
+        method,
+        original,
+        scheme,
         url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO")),
-        url_query(_text(environ, "QUERY_STRING"), config.redact_query_params),
+        url_query(query, config.redact_query_params) if query else "",
         address,
         port,
         client,
         client_port,
         peer,
         peer_port,
-        agent,
+        _text(environ, "HTTP_USER_AGENT") or None,
         protocol_version(_text(environ, "SERVER_PROTOCOL")),
     )
 
 
 def _stable_attributes(facts: _Request, limit: int) -> dict[str, AttributeValue]:
+    # Method and scheme can be long: any token with capture_all_methods, X-Forwarded-Proto.
     attributes: dict[str, AttributeValue] = {
-        # Both can be long: any token with capture_all_methods, X-Forwarded-Proto with forwarded_headers.
-        sc.HTTP_REQUEST_METHOD: facts.method[:limit],
+        sc.HTTP_REQUEST_METHOD: facts.method,
         sc.URL_SCHEME: facts.scheme[:limit],
         sc.URL_PATH: facts.path[:limit],
     }
-    optional: tuple[tuple[str, AttributeValue | None], ...] = (
-        (sc.HTTP_REQUEST_METHOD_ORIGINAL, facts.original),
-        (sc.URL_QUERY, facts.query[:limit] or None),
-        (sc.SERVER_ADDRESS, facts.address and facts.address[:limit]),
-        (sc.SERVER_PORT, facts.port),
-        (sc.CLIENT_ADDRESS, facts.client and facts.client[:limit]),
-        (sc.CLIENT_PORT, facts.client_port),
-        (sc.NETWORK_PEER_ADDRESS, facts.peer and facts.peer[:limit]),
-        (sc.NETWORK_PEER_PORT, facts.peer_port),
-        (sc.NETWORK_PROTOCOL_VERSION, facts.version and facts.version[:limit]),
-        (sc.USER_AGENT_ORIGINAL, facts.agent and facts.agent[:limit]),
-        (sc.USER_AGENT_SYNTHETIC_TYPE, facts.agent and synthetic_type(facts.agent)),
-    )
-    for key, value in optional:
-        if value is not None:
-            attributes[key] = value
+    if facts.original is not None:
+        attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = facts.original
+    if facts.query:
+        attributes[sc.URL_QUERY] = facts.query[:limit]
+    if facts.address is not None:
+        attributes[sc.SERVER_ADDRESS] = facts.address[:limit]
+    if facts.port is not None:
+        attributes[sc.SERVER_PORT] = facts.port
+    if facts.client is not None:
+        attributes[sc.CLIENT_ADDRESS] = facts.client[:limit]
+    if facts.client_port is not None:
+        attributes[sc.CLIENT_PORT] = facts.client_port
+    if facts.peer is not None:
+        attributes[sc.NETWORK_PEER_ADDRESS] = facts.peer[:limit]
+    if facts.peer_port is not None:
+        attributes[sc.NETWORK_PEER_PORT] = facts.peer_port
+    if facts.version is not None:
+        attributes[sc.NETWORK_PROTOCOL_VERSION] = facts.version[:limit]
+    if facts.agent is not None:
+        attributes[sc.USER_AGENT_ORIGINAL] = facts.agent[:limit]
+        synthetic = synthetic_type(facts.agent)
+        if synthetic is not None:
+            attributes[sc.USER_AGENT_SYNTHETIC_TYPE] = synthetic
     return attributes
 
 
