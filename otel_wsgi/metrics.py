@@ -97,7 +97,7 @@ def metrics_for(provider: MeterProvider | None, config: Config) -> Metrics | Non
 class Metrics:
     """The instruments one `wrap()` records into, and its cache of prepared attribute sets."""
 
-    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "cache")
+    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "cache", "active_keys")
 
     def __init__(self, registry: _Registry, config: Config) -> None:
         self.registry = registry
@@ -126,10 +126,15 @@ class Metrics:
         self.cache: dict[
             tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
         ] = {}
+        self.active_keys: dict[tuple[str, AttributeValue | None], _Key] = {}
 
     def active_key(self, record: RequestRecord, environ: WSGIEnvironment) -> _Key:
         """Return the attribute set (as a hashable key) this request counts under while active."""
         attributes = record.attributes
+        scheme = attributes.get(sc.URL_SCHEME) or attributes.get(sc.OLD_HTTP_SCHEME)
+        key = self.active_keys.get((record.method, scheme))
+        if key is not None:
+            return key
         pairs: list[tuple[str, AttributeValue]] = []
         if self.stable:
             pairs += [
@@ -141,7 +146,10 @@ class Metrics:
                 (sc.OLD_HTTP_METHOD, record.method),
                 (sc.OLD_HTTP_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME, "http")),
             ]
-        return tuple(pairs)
+        key = tuple(pairs)
+        if len(self.active_keys) < _CACHE_LIMIT:
+            self.active_keys[record.method, scheme] = key
+        return key
 
     def begin(self, key: _Key) -> None:
         self.registry.add(key, 1)
@@ -155,7 +163,8 @@ class Metrics:
             self.duration.record(seconds, stable, context=request.context)
         if self.old_duration is not None:
             self.old_duration.record(seconds * 1000, old, context=request.context)
-        self.record_sizes(request, stable)
+        if self.sizes is not None:
+            self.record_sizes(request, stable)
 
     def record_sizes(self, request: _Request, attributes: Mapping[str, AttributeValue]) -> None:
         """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
@@ -183,12 +192,10 @@ class Metrics:
         if error_type is None and response is not None:
             value = response.attributes.get(sc.ERROR_TYPE)
             error_type = value if isinstance(value, str) else None
-        name = request.environ.get("SERVER_NAME")  # narrowed here: the key must be hashable
-        server = (
-            (name if isinstance(name, str) else None, parse_port(request.environ.get("SERVER_PORT")))
-            if self.old
-            else None
-        )
+        server = None
+        if self.old:
+            name = request.environ.get("SERVER_NAME")  # narrowed here: the key must be hashable
+            server = (name if isinstance(name, str) else None, parse_port(request.environ.get("SERVER_PORT")))
         attributes = record.attributes
         # Every input of the two sets is in the key (old mode has only the old names).
         scheme = attributes.get(sc.URL_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME))

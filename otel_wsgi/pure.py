@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeGuard
+from typing import TYPE_CHECKING, Final, TypeGuard
 from urllib.parse import quote_from_bytes, unquote_plus
 
 from otel_wsgi import semconv as sc
@@ -18,6 +18,7 @@ from otel_wsgi.types import (
     REDACT_QUERY_PARAMS,
     REDACTED,
     REDACTED_HEADER,
+    Attributes,
     AttributeValue,
     Environ,
     RequestRecord,
@@ -50,24 +51,6 @@ _BOT_AGENTS: Final = (
     "slurp", "ahrefsbot", "semrushbot", "gptbot", "petalbot",
 )  # fmt: skip
 EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
-
-
-class _Request(NamedTuple):
-    """The facts of one request, before they are named for a convention (positional: cheap)."""
-
-    method: str
-    original: str | None
-    scheme: str
-    path: str
-    query: str
-    address: str | None
-    port: int | None
-    client: str | None
-    client_port: int | None
-    peer: str | None
-    peer_port: int | None
-    agent: str | None
-    version: str | None
 
 
 # --- small public helpers ---
@@ -209,18 +192,16 @@ def environ_header_name(key: str) -> str | None:
 
 def request_record(environ: Environ, config: Config) -> RequestRecord:
     """Return the span name and start attributes for a request (EXCLUDED if it must not be traced)."""
-    facts = _request_facts(environ, config)
-    if config.excluded_re is not None and config.excluded_re.search(_exclusion_url(facts)):
+    method, stable = _request_attributes(environ, config)
+    if config.excluded_re is not None and config.excluded_re.search(_exclusion_url(stable)):
         return EXCLUDED
-    limit = config.max_attribute_length
-    attributes: dict[str, AttributeValue] = {}
-    if config.semconv != "old":
-        attributes.update(_stable_attributes(facts, limit))
-    if config.semconv != "stable":
-        attributes.update(_old_attributes(facts, environ, config))
+    mode = config.semconv
+    attributes = stable if mode == "stable" else _old_attributes(stable, environ, config)
+    if mode == "dup":
+        attributes = stable | attributes
     if config.request_header_re is not None:
         attributes.update(request_header_attributes(environ, config))
-    return RequestRecord(span_name(facts.method), attributes, facts.method)
+    return RequestRecord(span_name(method), attributes, method)
 
 
 def response_record(status: str, headers: ResponseHeaders, config: Config) -> ResponseRecord:
@@ -297,15 +278,17 @@ def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict
 # --- private helpers ---
 
 
-def _request_facts(environ: Environ, config: Config) -> _Request:
-    """Narrow every environ value the conventions need, once (the hot path: plain reads, no helpers)."""
+def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str, AttributeValue]]:
+    """Return the normalised method and the stable attributes of a request (old names derive from these).
+
+    The hot path: plain environ reads, and the common hosts, ports, paths and protocols skip regexes.
+    """
     limit = config.max_attribute_length
     raw_method = _text(environ, "REQUEST_METHOD")
-    if raw_method in config.known_methods:
-        method, original = raw_method, None
-    else:  # cut here, so the span name and metric attributes are bounded too (capture_all_methods)
+    method = raw_method
+    if raw_method not in config.known_methods:  # cut, so span names and metrics are bounded too
         method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
-        method, original = method[:limit], raw_method[:limit] if method != raw_method else None
+        method = method[:limit]
     scheme = _text(environ, "wsgi.url_scheme")
     if scheme not in _DEFAULT_PORTS:
         scheme = scheme.lower() if _SCHEME.fullmatch(scheme.lower()) else "http"
@@ -321,84 +304,76 @@ def _request_facts(environ: Environ, config: Config) -> _Request:
         address = _text(environ, "SERVER_NAME") or None
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
-    query = _text(environ, "QUERY_STRING")
-    return _Request(
-        method,
-        original,
-        scheme,
-        url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO")),
-        url_query(query, config.redact_query_params) if query else "",
-        address,
-        port,
-        client,
-        client_port,
-        peer,
-        peer_port,
-        _text(environ, "HTTP_USER_AGENT") or None,
-        protocol_version(_text(environ, "SERVER_PROTOCOL")),
-    )
-
-
-def _stable_attributes(facts: _Request, limit: int) -> dict[str, AttributeValue]:
-    # Method and scheme can be long: any token with capture_all_methods, X-Forwarded-Proto.
     attributes: dict[str, AttributeValue] = {
-        sc.HTTP_REQUEST_METHOD: facts.method,
-        sc.URL_SCHEME: facts.scheme[:limit],
-        sc.URL_PATH: facts.path[:limit],
+        sc.HTTP_REQUEST_METHOD: method,
+        sc.URL_SCHEME: scheme[:limit],  # X-Forwarded-Proto can be any length
+        sc.URL_PATH: url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO"))[:limit],
     }
-    if facts.original is not None:
-        attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = facts.original
-    if facts.query:
-        attributes[sc.URL_QUERY] = facts.query[:limit]
-    if facts.address is not None:
-        attributes[sc.SERVER_ADDRESS] = facts.address[:limit]
-    if facts.port is not None:
-        attributes[sc.SERVER_PORT] = facts.port
-    if facts.client is not None:
-        attributes[sc.CLIENT_ADDRESS] = facts.client[:limit]
-    if facts.client_port is not None:
-        attributes[sc.CLIENT_PORT] = facts.client_port
-    if facts.peer is not None:
-        attributes[sc.NETWORK_PEER_ADDRESS] = facts.peer[:limit]
-    if facts.peer_port is not None:
-        attributes[sc.NETWORK_PEER_PORT] = facts.peer_port
-    if facts.version is not None:
-        attributes[sc.NETWORK_PROTOCOL_VERSION] = facts.version[:limit]
-    if facts.agent is not None:
-        attributes[sc.USER_AGENT_ORIGINAL] = facts.agent[:limit]
-        synthetic = synthetic_type(facts.agent)
+    if method != raw_method:
+        attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
+    query = _text(environ, "QUERY_STRING")
+    if query:
+        attributes[sc.URL_QUERY] = url_query(query, config.redact_query_params)[:limit]
+    if address is not None:
+        attributes[sc.SERVER_ADDRESS] = address[:limit]
+    if port is not None:
+        attributes[sc.SERVER_PORT] = port
+    if client is not None:
+        attributes[sc.CLIENT_ADDRESS] = client[:limit]
+    if client_port is not None:
+        attributes[sc.CLIENT_PORT] = client_port
+    if peer is not None:
+        attributes[sc.NETWORK_PEER_ADDRESS] = peer[:limit]
+    if peer_port is not None:
+        attributes[sc.NETWORK_PEER_PORT] = peer_port
+    version = protocol_version(_text(environ, "SERVER_PROTOCOL"))
+    if version is not None:
+        attributes[sc.NETWORK_PROTOCOL_VERSION] = version[:limit]
+    agent = _text(environ, "HTTP_USER_AGENT")
+    if agent:
+        attributes[sc.USER_AGENT_ORIGINAL] = agent[:limit]
+        synthetic = synthetic_type(agent)
         if synthetic is not None:
             attributes[sc.USER_AGENT_SYNTHETIC_TYPE] = synthetic
-    return attributes
+    return method, attributes
 
 
-def _old_attributes(facts: _Request, environ: Environ, config: Config) -> dict[str, AttributeValue]:
-    """Name the facts as the reference's default mode does (`http.method`, `http.target`, ...)."""
+# The old names of stable attributes that carry over unchanged (the reference's default mode).
+_OLD_NAMES: Final = (
+    (sc.HTTP_REQUEST_METHOD, sc.OLD_HTTP_METHOD),
+    (sc.URL_SCHEME, sc.OLD_HTTP_SCHEME),
+    (sc.SERVER_ADDRESS, sc.OLD_NET_HOST_NAME),
+    (sc.SERVER_PORT, sc.OLD_NET_HOST_PORT),
+    (sc.NETWORK_PROTOCOL_VERSION, sc.OLD_HTTP_FLAVOR),
+    (sc.USER_AGENT_ORIGINAL, sc.OLD_HTTP_USER_AGENT),
+    (sc.USER_AGENT_SYNTHETIC_TYPE, sc.USER_AGENT_SYNTHETIC_TYPE),
+    (sc.NETWORK_PEER_ADDRESS, sc.OLD_NET_PEER_IP),
+    (sc.NETWORK_PEER_PORT, sc.OLD_NET_PEER_PORT),
+)
+
+
+def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dict[str, AttributeValue]:
+    """Rename the stable attributes as the reference's default mode does (`http.method`, `http.target`)."""
     limit = config.max_attribute_length
-    netloc = _netloc(facts)
+    old = {new: stable[name] for name, new in _OLD_NAMES if name in stable}
+    netloc = _netloc(stable)
+    if netloc is not None:
+        old[sc.OLD_HTTP_HOST] = netloc[:limit]
     target = _as_text(environ.get("RAW_URI"))
     if target is None:
         target = _as_text(environ.get("REQUEST_URI"))
-    optional: tuple[tuple[str, AttributeValue | None], ...] = (
-        (sc.OLD_HTTP_METHOD, facts.method),
-        (sc.OLD_HTTP_SCHEME, facts.scheme),
-        (sc.OLD_HTTP_HOST, netloc),
-        (sc.OLD_NET_HOST_NAME, facts.address),
-        (sc.OLD_NET_HOST_PORT, facts.port),
-        (sc.OLD_HTTP_TARGET, _target(target, config) if target else None),
-        (sc.OLD_HTTP_URL, None if target else _old_url(facts, netloc)),
-        (sc.OLD_HTTP_FLAVOR, facts.version),
-        (sc.OLD_HTTP_USER_AGENT, facts.agent),
-        (sc.USER_AGENT_SYNTHETIC_TYPE, facts.agent and synthetic_type(facts.agent)),
-        (sc.OLD_NET_PEER_IP, facts.peer),
-        (sc.OLD_NET_PEER_PORT, facts.peer_port),
-        (sc.OLD_HTTP_SERVER_NAME, _text(environ, "SERVER_NAME") or None),
-    )
-    return {
-        key: value[:limit] if isinstance(value, str) else value
-        for key, value in optional
-        if value is not None
-    }
+    if target:
+        old[sc.OLD_HTTP_TARGET] = _target(target, config)[:limit]
+    else:
+        query = stable.get(sc.URL_QUERY)
+        suffix = f"?{query}" if query else ""
+        old[sc.OLD_HTTP_URL] = f"{stable[sc.URL_SCHEME]}://{netloc or ''}{stable[sc.URL_PATH]}{suffix}"[
+            :limit
+        ]
+    server_name = _text(environ, "SERVER_NAME")
+    if server_name:
+        old[sc.OLD_HTTP_SERVER_NAME] = server_name[:limit]
+    return old
 
 
 def _forwarded(
@@ -443,23 +418,20 @@ def _node(origin: str) -> tuple[str | None, int | None]:
     return origin, None
 
 
-def _exclusion_url(facts: _Request) -> str:
-    return f"{facts.scheme}://{_netloc(facts) or ''}{facts.path}"
+def _exclusion_url(stable: Attributes) -> str:
+    return f"{stable[sc.URL_SCHEME]}://{_netloc(stable) or ''}{stable[sc.URL_PATH]}"
 
 
-def _netloc(facts: _Request) -> str | None:
+def _netloc(stable: Attributes) -> str | None:
     """Return `host[:port]`, the port only when it is not the scheme's default; IPv6 bracketed."""
-    if facts.address is None:
+    address = stable.get(sc.SERVER_ADDRESS)
+    if not isinstance(address, str):
         return None
-    host = f"[{facts.address}]" if ":" in facts.address else facts.address
-    if facts.port is None or _DEFAULT_PORTS.get(facts.scheme) == facts.port:
+    host = f"[{address}]" if ":" in address else address
+    port = stable.get(sc.SERVER_PORT)
+    if port is None or _DEFAULT_PORTS.get(str(stable[sc.URL_SCHEME])) == port:
         return host
-    return f"{host}:{facts.port}"
-
-
-def _old_url(facts: _Request, netloc: str | None) -> str:
-    query = f"?{facts.query}" if facts.query else ""
-    return f"{facts.scheme}://{netloc or ''}{facts.path}{query}"
+    return f"{host}:{port}"
 
 
 def _target(target: str, config: Config) -> str:
