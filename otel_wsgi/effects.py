@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -22,6 +22,7 @@ from typing_extensions import override
 
 from otel_wsgi import semconv as sc
 from otel_wsgi._version import __version__
+from otel_wsgi.body import body_for, is_file_response
 from otel_wsgi.config import Config
 from otel_wsgi.metrics import Metrics, metrics_for
 from otel_wsgi.pure import (
@@ -241,7 +242,7 @@ class _Request:
     def body(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """Return what the server gets: the file wrapper itself (close hooked) or our body wrapper."""
         file_wrapper = self.environ.get("wsgi.file_wrapper")
-        if file_wrapper is not None and _is_file_response(result, file_wrapper):
+        if file_wrapper is not None and is_file_response(result, file_wrapper):
             original = getattr(result, "close", None)
             try:
                 result.close = self.close_file  # type: ignore[attr-defined]  # checked by the try
@@ -250,10 +251,7 @@ class _Request:
             else:
                 self.inner_close, self.file_response = original, True
                 return result
-        if type(result) is list or type(result) is tuple:
-            return _SequenceBody(result, self)
-        # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
-        return (_SizedBody if hasattr(type(result), "__len__") else _Body)(result, self)
+        return body_for(result, self)
 
     def close_file(self) -> None:
         self.close(self.inner_close)
@@ -317,90 +315,6 @@ class _Request:
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         elif response is not None and response.error:
             span.set_status(Status(StatusCode.ERROR))
-
-
-class _Body:
-    """The response iterable the server sees: the span's context is current around each step."""
-
-    __slots__ = ("_result", "_iterator", "_request")
-
-    def __init__(self, result: Iterable[bytes], request: _Request) -> None:
-        self._result = result
-        self._iterator: Iterator[bytes] | None = None
-        self._request = request
-
-    def __iter__(self) -> _Body:
-        return self
-
-    def __next__(self) -> bytes:
-        request = self._request
-        token = context.attach(request.context)
-        try:
-            if self._iterator is None:
-                self._iterator = iter(self._result)
-            chunk = next(self._iterator)
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            request.fail(exc)
-            raise
-        finally:
-            context.detach(token)
-        try:
-            request.sent += len(chunk)
-        except TypeError:
-            pass  # not bytes: the server will say so, not us
-        return chunk
-
-    def close(self) -> None:
-        self._request.close(_close_of(self._result))
-
-
-class _SizedBody(_Body):
-    """A body whose iterable has a length, which servers use for Content-Length (PEP 3333)."""
-
-    __slots__ = ()
-
-    def __len__(self) -> int:
-        return len(self._result)  # type: ignore[arg-type]  # only chosen when the result has __len__
-
-
-class _SequenceBody(_SizedBody):
-    """A list or tuple body: iterating it runs no app code, so no context is attached per chunk."""
-
-    __slots__ = ()
-
-    def __init__(self, result: Iterable[bytes], request: _Request) -> None:
-        super().__init__(result, request)
-        self._iterator = iter(result)
-
-    @override
-    def __next__(self) -> bytes:
-        chunk = next(self._iterator)  # type: ignore[arg-type]  # set in __init__
-        try:
-            self._request.sent += len(chunk)
-        except TypeError:
-            pass  # not bytes: the server will say so, not us
-        return chunk
-
-
-def _close_of(result: object) -> Callable[[], object] | None:
-    """Return the `close` of what the app returned, or None (also for a proxy whose lookup raises)."""
-    try:
-        close: Callable[[], object] | None = getattr(result, "close", None)
-    except Exception:
-        return None
-    return close
-
-
-def _is_file_response(result: object, file_wrapper: object) -> bool:
-    """True when the app returned the server's `wsgi.file_wrapper` (class or uWSGI-style builtin)."""
-    if isinstance(file_wrapper, type):
-        return isinstance(result, file_wrapper)
-    try:
-        return hasattr(result, "fileno") and hasattr(result, "read")
-    except Exception:
-        return False  # a proxy whose __getattr__ raises something else than AttributeError
 
 
 def set_route(environ: WSGIEnvironment, route: str) -> None:

@@ -6,17 +6,11 @@ its input untouched. Other servers and frameworks may call them directly.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, TypeGuard
-from urllib.parse import quote_from_bytes, unquote_plus
+from typing import TYPE_CHECKING, Final
 
 from otel_wsgi import semconv as sc
 from otel_wsgi.types import (
-    KNOWN_METHODS,
     OTHER,
-    REDACT_QUERY_PARAMS,
-    REDACTED,
     REDACTED_HEADER,
     Attributes,
     AttributeValue,
@@ -25,166 +19,53 @@ from otel_wsgi.types import (
     ResponseHeaders,
     ResponseRecord,
 )
+from otel_wsgi.values import (
+    DEFAULT_PORTS,
+    SCHEME,
+    USERINFO,
+    as_text,
+    content_length,
+    environ_header_name,
+    environ_text,
+    header_environ_key,
+    header_pairs,
+    normalize_method,
+    parse_port,
+    parse_status,
+    protocol_version,
+    span_name,
+    split_host,
+    synthetic_type,
+    url_path,
+    url_query,
+)
 
 if TYPE_CHECKING:
     from otel_wsgi.config import Config
 
-# RFC 3986 pchar without "%": a literal "%" in PATH_INFO was "%25" on the request line.
-_PATH_SAFE: Final = "/:@!$&'()*+,;="
-_PATH_UNSAFE: Final = re.compile(r"[^A-Za-z0-9\-._~/:@!$&'()*+,;=]")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-# RFC 3986 reg-name and IPv4 characters; anything else in a Host header makes it invalid.
-_REG_NAME: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
-_IP_LITERAL: Final = re.compile(
-    r"\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~%]+)?\]"  # IPv6, optional zone (RFC 6874)
-    r"|\[[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"  # IPvFuture (RFC 3986 section 3.2.2)
-)
-_SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
-_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# RFC 9110 section 2.5: HTTP-version is DIGIT "." DIGIT; HTTP/2 and HTTP/3 servers say "HTTP/2".
-_COMMON_VERSIONS: Final = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2": "2", "HTTP/2.0": "2.0"}
-_VERSION: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_TEST_AGENTS: Final = ("alwayson", "datadogsynthetics", "pingdom", "uptimerobot", "statuscake")
-_BOT_AGENTS: Final = (
-    "googlebot", "bingbot", "yandexbot", "baiduspider", "duckduckbot", "applebot",
-    "slurp", "ahrefsbot", "semrushbot", "gptbot", "petalbot",
-)  # fmt: skip
+__all__ = [
+    "EXCLUDED",
+    "content_length",
+    "environ_header_name",
+    "header_environ_key",
+    "header_pairs",
+    "normalize_method",
+    "parse_port",
+    "parse_status",
+    "protocol_version",
+    "request_header_attributes",
+    "request_record",
+    "response_header_attributes",
+    "response_record",
+    "span_name",
+    "split_host",
+    "synthetic_type",
+    "url_path",
+    "url_query",
+]
+
+#: The record of a request that must not be traced (it matched `excluded_urls`).
 EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
-
-
-# --- small public helpers ---
-
-
-def parse_status(status: str) -> int | None:
-    """Return the code of a PEP 3333 status line, or None unless it is 3 digits 100-599 then end or space."""
-    if len(status) < 3 or status[3:4] not in ("", " "):
-        return None
-    head = status[:3]
-    if not (head.isascii() and head.isdigit()):
-        return None
-    code = int(head)
-    return code if 100 <= code <= 599 else None
-
-
-def parse_port(raw: object) -> int | None:
-    """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
-    if type(raw) is str and 0 < len(raw) <= 5 and raw.isdigit() and raw.isascii():
-        port = int(raw)  # the common case, first
-        return port if 0 < port < 65536 else None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw if 0 < raw < 65536 else None
-    text = _as_text(raw)
-    if text is None or not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
-        return None
-    port = int(text)
-    return port if 0 < port < 65536 else None
-
-
-def split_host(host: str) -> tuple[str | None, int | None]:
-    """Split a Host header into (address, port); address None if invalid, port None if absent or bad.
-
-    Userinfo before "@" is dropped, IPv6 brackets are stripped, the split is at the last ":" outside
-    "[...]".
-    """
-    text = host.strip().rpartition("@")[2]
-    if text.startswith("["):
-        end = text.find("]")
-        literal, rest = text[: end + 1], text[end + 1 :]
-        if end < 0 or _IP_LITERAL.fullmatch(literal) is None or rest[:1] not in ("", ":"):
-            return None, None
-        return literal[1:-1], parse_port(rest[1:])
-    name, colon, port = text.rpartition(":")
-    if not colon:
-        name, port = text, ""
-    # A plain DNS name or IPv4 address needs no regex (the common case); anything else is checked.
-    plain = name.replace(".", "").replace("-", "")
-    if not (plain.isalnum() and plain.isascii()) and _REG_NAME.fullmatch(name) is None:
-        return None, None
-    return name.lower(), parse_port(port) if port else None
-
-
-def normalize_method(
-    method: str, known_methods: frozenset[str] = KNOWN_METHODS, *, capture_all: bool = False
-) -> str:
-    """Return the method if it is known (case-sensitive) or all are captured, else `_OTHER`."""
-    if method in known_methods or (capture_all and _TOKEN.fullmatch(method) is not None):
-        return method
-    return OTHER
-
-
-def span_name(method: str, route: str | None = None) -> str:
-    """Return `{METHOD}` or `{METHOD} {route}`, with `HTTP` for `_OTHER`; never the raw path."""
-    name = "HTTP" if method == OTHER else method
-    return f"{name} {route}" if route else name
-
-
-def url_path(script_name: str, path_info: str) -> str:
-    """Return SCRIPT_NAME + PATH_INFO percent-encoded as on the request line ("/" if both are empty).
-
-    PEP 3333 gives both as latin-1 "bytes as str"; we re-encode those bytes, so UTF-8 `/café`
-    becomes `/caf%C3%A9`. A malformed environ holding wider characters is encoded as UTF-8.
-    """
-    path = script_name + path_info
-    if not path:
-        return "/"
-    if _PATH_UNSAFE.search(path) is None:
-        return path  # the common case: nothing to encode
-    return quote_from_bytes(_raw_bytes(path), safe=_PATH_SAFE)
-
-
-def url_query(query: str, redact: frozenset[str] = REDACT_QUERY_PARAMS) -> str:
-    """Return the query with each `redact` key's value replaced by `REDACTED`, non-ASCII bytes
-    percent-encoded, and everything else byte for byte (order, blanks and encoding kept)."""
-    if not query.isascii():
-        # Encode first, so a key sent as raw UTF-8 bytes is matched like its %-encoded spelling.
-        query = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in _raw_bytes(query))
-    if redact and query and _mentions(query, redact):
-        parts = query.split("&")
-        for index, part in enumerate(parts):
-            key, equals, _ = part.partition("=")
-            if equals and (key in redact or unquote_plus(key) in redact):
-                parts[index] = f"{key}={REDACTED}"
-        query = "&".join(parts)
-    return query
-
-
-def protocol_version(server_protocol: str) -> str | None:
-    """Return `1.1` for `HTTP/1.1` (any case), or None if SERVER_PROTOCOL is not HTTP/<digits>[.<digits>]."""
-    known = _COMMON_VERSIONS.get(server_protocol)
-    if known is not None:
-        return known
-    if server_protocol[:5].upper() != "HTTP/":
-        return None
-    version = server_protocol[5:]
-    return version if _VERSION.fullmatch(version) else None
-
-
-def synthetic_type(user_agent: str) -> str | None:
-    """Return `test` for synthetic monitors, `bot` for known crawlers, else None."""
-    lowered = user_agent.lower()
-    for name in _TEST_AGENTS:  # plain loops: 10x faster than a case-insensitive regex alternation
-        if name in lowered:
-            return "test"
-    for name in _BOT_AGENTS:
-        if name in lowered:
-            return "bot"
-    return None
-
-
-def header_environ_key(name: str) -> str:
-    """Return the environ key a request header arrives under (`x-a` -> `HTTP_X_A`, CGI exceptions)."""
-    upper = name.upper().replace("-", "_")
-    return upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
-
-
-def environ_header_name(key: str) -> str | None:
-    """Return the lowercase header name for an environ key (`HTTP_X_A` -> `x-a`), or None."""
-    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        return key.lower().replace("_", "-")
-    if key.startswith("HTTP_") and len(key) > 5:
-        return key[5:].lower().replace("_", "-")
-    return None
 
 
 # --- the composites ---
@@ -206,7 +87,7 @@ def request_record(environ: Environ, config: Config) -> RequestRecord:
 
 def response_record(status: str, headers: ResponseHeaders, config: Config) -> ResponseRecord:
     """Return the status code and attributes of one `start_response` call; never raises."""
-    code = parse_status(_as_text(status) or "")
+    code = parse_status(as_text(status) or "")
     attributes: dict[str, AttributeValue] = {}
     error = code is None or code >= 500
     if config.semconv != "old":
@@ -222,15 +103,6 @@ def response_record(status: str, headers: ResponseHeaders, config: Config) -> Re
     return ResponseRecord(code, attributes, error, length)
 
 
-def content_length(headers: ResponseHeaders) -> int | None:
-    """Return the Content-Length of a response header list, or None if absent or not a number."""
-    for name, value in header_pairs(headers):
-        if name.lower() == "content-length":
-            value = value.strip()
-            return int(value) if 0 < len(value) <= 18 and value.isascii() and value.isdigit() else None
-    return None
-
-
 def request_header_attributes(environ: Environ, config: Config) -> dict[str, AttributeValue]:
     """Return the captured request headers (`http.request.header.<name>`: one joined value)."""
     old = config.semconv == "old"
@@ -239,7 +111,7 @@ def request_header_attributes(environ: Environ, config: Config) -> dict[str, Att
     keys = config.request_header_keys
     if keys is not None:
         for key, name, redacted in keys:
-            value = _as_text(environ.get(key))
+            value = as_text(environ.get(key))
             if value is not None:
                 found[_header_key(sc.HTTP_REQUEST_HEADER, name, old)] = (
                     REDACTED_HEADER if redacted else (value[:limit],)
@@ -248,7 +120,7 @@ def request_header_attributes(environ: Environ, config: Config) -> dict[str, Att
     pattern = config.request_header_re
     for key in environ:
         header = environ_header_name(key)
-        text = _as_text(environ.get(key))
+        text = as_text(environ.get(key))
         if header is None or text is None or pattern is None or not pattern.fullmatch(header):
             continue
         found[_header_key(sc.HTTP_REQUEST_HEADER, header, old)] = _sanitized(header, (text[:limit],), config)
@@ -284,34 +156,36 @@ def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str
     The hot path: plain environ reads, and the common hosts, ports, paths and protocols skip regexes.
     """
     limit = config.max_attribute_length
-    raw_method = _text(environ, "REQUEST_METHOD")
+    raw_method = environ_text(environ, "REQUEST_METHOD")
     method = raw_method
     if raw_method not in config.known_methods:  # cut, so span names and metrics are bounded too
         method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
         method = method[:limit]
-    scheme = _text(environ, "wsgi.url_scheme")
-    if scheme not in _DEFAULT_PORTS:
-        scheme = scheme.lower() if _SCHEME.fullmatch(scheme.lower()) else "http"
-    host = _text(environ, "HTTP_HOST")
+    scheme = environ_text(environ, "wsgi.url_scheme")
+    if scheme not in DEFAULT_PORTS:
+        scheme = scheme.lower() if SCHEME.fullmatch(scheme.lower()) else "http"
+    host = environ_text(environ, "HTTP_HOST")
     address, port = split_host(host) if host else (None, None)
-    peer, peer_port = _text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
+    peer, peer_port = environ_text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
     client, client_port = peer, peer_port
     if config.forwarded_headers:
         scheme, address, port, client, client_port = _forwarded(
             environ, scheme, address, port, client, client_port
         )
     if address is None:
-        address = _text(environ, "SERVER_NAME") or None
+        address = environ_text(environ, "SERVER_NAME") or None
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
     attributes: dict[str, AttributeValue] = {
         sc.HTTP_REQUEST_METHOD: method,
         sc.URL_SCHEME: scheme[:limit],  # X-Forwarded-Proto can be any length
-        sc.URL_PATH: url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO"))[:limit],
+        sc.URL_PATH: url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))[
+            :limit
+        ],
     }
     if method != raw_method:
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
-    query = _text(environ, "QUERY_STRING")
+    query = environ_text(environ, "QUERY_STRING")
     if query:
         attributes[sc.URL_QUERY] = url_query(query, config.redact_query_params)[:limit]
     if address is not None:
@@ -326,10 +200,10 @@ def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str
         attributes[sc.NETWORK_PEER_ADDRESS] = peer[:limit]
     if peer_port is not None:
         attributes[sc.NETWORK_PEER_PORT] = peer_port
-    version = protocol_version(_text(environ, "SERVER_PROTOCOL"))
+    version = protocol_version(environ_text(environ, "SERVER_PROTOCOL"))
     if version is not None:
         attributes[sc.NETWORK_PROTOCOL_VERSION] = version[:limit]
-    agent = _text(environ, "HTTP_USER_AGENT")
+    agent = environ_text(environ, "HTTP_USER_AGENT")
     if agent:
         attributes[sc.USER_AGENT_ORIGINAL] = agent[:limit]
         synthetic = synthetic_type(agent)
@@ -359,9 +233,9 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     netloc = _netloc(stable)
     if netloc is not None:
         old[sc.OLD_HTTP_HOST] = netloc[:limit]
-    target = _as_text(environ.get("RAW_URI"))
+    target = as_text(environ.get("RAW_URI"))
     if target is None:
-        target = _as_text(environ.get("REQUEST_URI"))
+        target = as_text(environ.get("REQUEST_URI"))
     if target:
         old[sc.OLD_HTTP_TARGET] = _target(target, config)[:limit]
     else:
@@ -370,7 +244,7 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
         old[sc.OLD_HTTP_URL] = f"{stable[sc.URL_SCHEME]}://{netloc or ''}{stable[sc.URL_PATH]}{suffix}"[
             :limit
         ]
-    server_name = _text(environ, "SERVER_NAME")
+    server_name = environ_text(environ, "SERVER_NAME")
     if server_name:
         old[sc.OLD_HTTP_SERVER_NAME] = server_name[:limit]
     return old
@@ -381,16 +255,16 @@ def _forwarded(
     client: str | None, client_port: int | None,
 ) -> tuple[str, str | None, int | None, str | None, int | None]:  # fmt: skip
     """Apply `Forwarded` (RFC 7239, first element) and `X-Forwarded-*` (first entry) over the socket."""
-    forwarded = _forwarded_pairs(_text(environ, "HTTP_FORWARDED"))
-    proto = forwarded.get("proto") or _first(_text(environ, "HTTP_X_FORWARDED_PROTO"))
-    if proto and _SCHEME.fullmatch(proto.lower()):
+    forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
+    proto = forwarded.get("proto") or _first(environ_text(environ, "HTTP_X_FORWARDED_PROTO"))
+    if proto and SCHEME.fullmatch(proto.lower()):
         scheme = proto.lower()
     forwarded_address, forwarded_port = split_host(
-        forwarded.get("host") or _first(_text(environ, "HTTP_X_FORWARDED_HOST"))
+        forwarded.get("host") or _first(environ_text(environ, "HTTP_X_FORWARDED_HOST"))
     )
     if forwarded_address is not None:
-        address, port = forwarded_address, forwarded_port or _DEFAULT_PORTS.get(scheme)
-    origin = forwarded.get("for") or _first(_text(environ, "HTTP_X_FORWARDED_FOR"))
+        address, port = forwarded_address, forwarded_port or DEFAULT_PORTS.get(scheme)
+    origin = forwarded.get("for") or _first(environ_text(environ, "HTTP_X_FORWARDED_FOR"))
     origin_address, origin_port = _node(origin) if origin else (None, None)
     if origin_address is not None:  # a junk node keeps the socket peer rather than nothing
         client, client_port = origin_address, origin_port
@@ -429,14 +303,14 @@ def _netloc(stable: Attributes) -> str | None:
         return None
     host = f"[{address}]" if ":" in address else address
     port = stable.get(sc.SERVER_PORT)
-    if port is None or _DEFAULT_PORTS.get(str(stable[sc.URL_SCHEME])) == port:
+    if port is None or DEFAULT_PORTS.get(str(stable[sc.URL_SCHEME])) == port:
         return host
     return f"{host}:{port}"
 
 
 def _target(target: str, config: Config) -> str:
     """Return a raw request target with userinfo dropped and the query redacted."""
-    path, question, query = _USERINFO.sub(r"\1", target).partition("?")
+    path, question, query = USERINFO.sub(r"\1", target).partition("?")
     path = url_query(path, frozenset())
     return f"{path}?{url_query(query, config.redact_query_params)}" if question else path
 
@@ -452,55 +326,3 @@ def _header_key(prefix: str, name: str, old: bool) -> str:
 
 def _first(header: str) -> str:
     return header.split(",", 1)[0].strip()
-
-
-def header_pairs(headers: ResponseHeaders) -> list[tuple[str, str]]:
-    """Return the well-formed (name, value) pairs of a header list; junk from a buggy app is skipped."""
-    if not _is_sequence(headers):
-        return []
-    return [item for item in headers if _is_pair(item)]
-
-
-def _is_sequence(value: object) -> TypeGuard[Sequence[object]]:
-    return isinstance(value, list | tuple)
-
-
-def _is_pair(value: object) -> TypeGuard[tuple[str, str]]:
-    match value:
-        case (str(), str()):
-            return True
-    return False
-
-
-def _mentions(query: str, keys: frozenset[str]) -> bool:
-    """True if any key may occur in the query (also percent- or plus-encoded): worth splitting it."""
-    if "%" in query or "+" in query:
-        return True
-    for key in keys:
-        if key in query:
-            return True
-    return False
-
-
-def _text(environ: Environ, key: str) -> str:
-    """Return an environ value as text: str as is, bytes as latin-1, anything else as ""."""
-    value = environ.get(key)
-    if isinstance(value, str):
-        return value
-    return _as_text(value) or ""
-
-
-def _as_text(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray):
-        return value.decode("latin-1")
-    return None
-
-
-def _raw_bytes(text: str) -> bytes:
-    """Return the bytes a PEP 3333 string stands for (UTF-8 for characters latin-1 cannot hold)."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")

@@ -1,0 +1,117 @@
+"""The response body the server sees: a small slotted iterator, never a generator (PEP 3333).
+
+A generator wrapper cannot run its cleanup when the server closes it before the first `next()`; this
+class can. The span's context is current around each step that may run app code, and only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from opentelemetry import context
+from opentelemetry.context import Context
+from typing_extensions import override
+
+
+class Owner(Protocol):
+    """What a body needs from its request: the context to attach, and where to report."""
+
+    context: Context
+    sent: int
+
+    def fail(self, exc: BaseException) -> None: ...
+
+    def close(self, inner_close: Callable[[], object] | None) -> None: ...
+
+
+def body_for(result: Iterable[bytes], owner: Owner) -> Body:
+    """Return the wrapper for what the app returned: `__len__` only when the result has one."""
+    if type(result) is list or type(result) is tuple:
+        return SequenceBody(result, owner)
+    # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
+    return (SizedBody if hasattr(type(result), "__len__") else Body)(result, owner)
+
+
+class Body:
+    """The response iterable the server sees: the span's context is current around each step."""
+
+    __slots__ = ("_result", "_iterator", "_request")
+
+    def __init__(self, result: Iterable[bytes], request: Owner) -> None:
+        self._result = result
+        self._iterator: Iterator[bytes] | None = None
+        self._request = request
+
+    def __iter__(self) -> Body:
+        return self
+
+    def __next__(self) -> bytes:
+        request = self._request
+        token = context.attach(request.context)
+        try:
+            if self._iterator is None:
+                self._iterator = iter(self._result)
+            chunk = next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            request.fail(exc)
+            raise
+        finally:
+            context.detach(token)
+        try:
+            request.sent += len(chunk)
+        except TypeError:
+            pass  # not bytes: the server will say so, not us
+        return chunk
+
+    def close(self) -> None:
+        self._request.close(close_of(self._result))
+
+
+class SizedBody(Body):
+    """A body whose iterable has a length, which servers use for Content-Length (PEP 3333)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]  # only chosen when the result has __len__
+
+
+class SequenceBody(SizedBody):
+    """A list or tuple body: iterating it runs no app code, so no context is attached per chunk."""
+
+    __slots__ = ()
+
+    def __init__(self, result: Iterable[bytes], request: Owner) -> None:
+        super().__init__(result, request)
+        self._iterator = iter(result)
+
+    @override
+    def __next__(self) -> bytes:
+        chunk = next(self._iterator)  # type: ignore[arg-type]  # set in __init__
+        try:
+            self._request.sent += len(chunk)
+        except TypeError:
+            pass  # not bytes: the server will say so, not us
+        return chunk
+
+
+def close_of(result: object) -> Callable[[], object] | None:
+    """Return the `close` of what the app returned, or None (also for a proxy whose lookup raises)."""
+    try:
+        close: Callable[[], object] | None = getattr(result, "close", None)
+    except Exception:
+        return None
+    return close
+
+
+def is_file_response(result: object, file_wrapper: object) -> bool:
+    """True when the app returned the server's `wsgi.file_wrapper` (class or uWSGI-style builtin)."""
+    if isinstance(file_wrapper, type):
+        return isinstance(result, file_wrapper)
+    try:
+        return hasattr(result, "fileno") and hasattr(result, "read")
+    except Exception:
+        return False  # a proxy whose __getattr__ raises something else than AttributeError
