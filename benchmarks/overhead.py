@@ -323,6 +323,14 @@ def build_cases(builders: dict[str, Builder], only: Sequence[str]) -> list[Case]
                 continue
             chosen = providers(processor, metrics)
             cases.append(Case(name, builder(hello, chosen.tracer, chosen.meter), chosen))
+    if not only or any("ours/excluded".startswith(prefix) for prefix in only):
+        # An excluded path (`excluded_urls`) should cost next to nothing: no span, no metric.
+        chosen = providers("simple", True)
+        excluded = Config(excluded_urls=("/api/users/",))
+        app = otel_wsgi.wrap(
+            hello, config=excluded, tracer_provider=chosen.tracer, meter_provider=chosen.meter
+        )
+        cases.append(Case("ours/excluded", app, chosen))
     return cases
 
 

@@ -299,8 +299,9 @@ class _Request:
         if not span.is_recording():
             return
         if self.route is not None:
-            span.update_name(span_name(self.record.method, self.route))
-            span.set_attribute(sc.HTTP_ROUTE, self.route[: self.config.max_attribute_length])
+            route = self.route[: self.config.max_attribute_length]  # as on the metric
+            span.update_name(span_name(self.record.method, route))
+            span.set_attribute(sc.HTTP_ROUTE, route)
         response = self.response
         if response is not None:
             attributes = response.attributes

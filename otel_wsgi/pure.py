@@ -73,9 +73,10 @@ EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
 
 def request_record(environ: Environ, config: Config) -> RequestRecord:
     """Return the span name and start attributes for a request (EXCLUDED if it must not be traced)."""
-    method, stable = _request_attributes(environ, config)
-    if config.excluded_re is not None and config.excluded_re.search(_exclusion_url(stable)):
+    found = _request_attributes(environ, config)
+    if found is None:
         return EXCLUDED
+    method, stable = found
     mode = config.semconv
     attributes = stable if mode == "stable" else _old_attributes(stable, environ, config)
     if mode == "dup":
@@ -150,8 +151,9 @@ def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict
 # --- private helpers ---
 
 
-def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str, AttributeValue]]:
-    """Return the normalised method and the stable attributes of a request (old names derive from these).
+def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str, AttributeValue]] | None:
+    """Return the normalised method and the stable attributes of a request (old names derive from these),
+    or None as soon as the request turns out to be excluded.
 
     The hot path: plain environ reads, and the common hosts, ports, paths and protocols skip regexes.
     """
@@ -176,12 +178,14 @@ def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str
         address = environ_text(environ, "SERVER_NAME") or None
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
+    path = url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))
+    excluded = config.excluded_re
+    if excluded is not None and excluded.search(f"{scheme}://{_netloc(address, port, scheme) or ''}{path}"):
+        return None
     attributes: dict[str, AttributeValue] = {
         sc.HTTP_REQUEST_METHOD: method,
         sc.URL_SCHEME: scheme[:limit],  # X-Forwarded-Proto can be any length
-        sc.URL_PATH: url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))[
-            :limit
-        ],
+        sc.URL_PATH: path[:limit],
     }
     if method != raw_method:
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
@@ -230,7 +234,7 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     """Rename the stable attributes as the reference's default mode does (`http.method`, `http.target`)."""
     limit = config.max_attribute_length
     old = {new: stable[name] for name, new in _OLD_NAMES if name in stable}
-    netloc = _netloc(stable)
+    netloc = _netloc(stable.get(sc.SERVER_ADDRESS), stable.get(sc.SERVER_PORT), stable[sc.URL_SCHEME])
     if netloc is not None:
         old[sc.OLD_HTTP_HOST] = netloc[:limit]
     target = as_text(environ.get("RAW_URI"))
@@ -292,18 +296,14 @@ def _node(origin: str) -> tuple[str | None, int | None]:
     return origin, None
 
 
-def _exclusion_url(stable: Attributes) -> str:
-    return f"{stable[sc.URL_SCHEME]}://{_netloc(stable) or ''}{stable[sc.URL_PATH]}"
-
-
-def _netloc(stable: Attributes) -> str | None:
+def _netloc(
+    address: AttributeValue | None, port: AttributeValue | None, scheme: AttributeValue
+) -> str | None:
     """Return `host[:port]`, the port only when it is not the scheme's default; IPv6 bracketed."""
-    address = stable.get(sc.SERVER_ADDRESS)
     if not isinstance(address, str):
         return None
     host = f"[{address}]" if ":" in address else address
-    port = stable.get(sc.SERVER_PORT)
-    if port is None or DEFAULT_PORTS.get(str(stable[sc.URL_SCHEME])) == port:
+    if port is None or DEFAULT_PORTS.get(str(scheme)) == port:
         return host
     return f"{host}:{port}"
 
