@@ -164,20 +164,21 @@ class Metrics:
         if self.old_duration is not None:
             self.old_duration.record(seconds * 1000, old, context=request.context)
         if self.sizes is not None:
-            self.record_sizes(request, stable)
+            self.record_sizes(self.sizes, request, stable)
 
-    def record_sizes(self, request: _Request, attributes: Mapping[str, AttributeValue]) -> None:
+    @staticmethod
+    def record_sizes(
+        sizes: tuple[Histogram, Histogram], request: _Request, attributes: Mapping[str, AttributeValue]
+    ) -> None:
         """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
-        if self.sizes is None:
-            return
         request_size = _content_length(request.environ.get("CONTENT_LENGTH"))
         if request_size is not None:
-            self.sizes[0].record(request_size, attributes, context=request.context)
+            sizes[0].record(request_size, attributes, context=request.context)
         response = request.response
         sent = request.sent
         if request.file_response and response is not None and response.content_length is not None:
             sent = response.content_length  # the server sends the file itself (sendfile)
-        self.sizes[1].record(sent, attributes, context=request.context)
+        sizes[1].record(sent, attributes, context=request.context)
 
     def attributes(
         self, request: _Request

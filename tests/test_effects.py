@@ -1250,3 +1250,21 @@ def test_rule7_raising_metrics_break_neither_the_response_nor_the_span(
     assert drive(raising, make_environ()) is error
     assert RaisingHistogram.records == 2
     assert [span.end_time is not None for span in spans(exporter)] == [True, True]
+
+
+@pytest.mark.parametrize("container", [list, iter], ids=["list-body", "iterator-body"])
+def test_rule7_non_bytes_chunks_reach_the_server_unchanged(
+    traced: Traced, exporter: InMemorySpanExporter, container: Callable[[list[object]], Iterable[object]]
+) -> None:
+    # A buggy app yields an int: the server, not the tracer, must be the one to object.
+    chunks: list[object] = [b"ok", 7, None]
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return container(chunks)  # type: ignore[return-value]  # deliberately not bytes
+
+    server = Server()
+    body = traced(app)(make_environ(), server.start_response)
+    assert list(body) == chunks
+    close_body(body)
+    assert one_span(exporter).end_time is not None
