@@ -47,14 +47,22 @@ def main() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
-    for path in ("/users/42?sig=secret", "/stream", "/missing"):
-        try:
-            with urllib.request.urlopen(base + path) as response:
-                print(f"--> {path}: {response.status}, traceresponse={response.headers['traceresponse']}")
-        except urllib.error.HTTPError as error:
-            print(f"--> {path}: {error.code}, traceresponse={error.headers['traceresponse']}")
-    server.shutdown()
+    answers = [_fetch(base + path) for path in ("/users/42?sig=secret", "/stream", "/missing")]
+    server.shutdown()  # the span of the last request ends before this returns (same thread)
     provider.shutdown()
+    for line in answers:  # after the spans, so the two outputs never interleave
+        print(line)
+
+
+def _fetch(url: str) -> str:
+    """Request `url`; return one line with its status and the traceresponse header."""
+    path = url.split("/", 3)[3]
+    try:
+        with urllib.request.urlopen(url) as response:
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as error:
+        status, headers = error.code, error.headers
+    return f"--> /{path}: {status}, traceresponse={headers['traceresponse']}"
 
 
 if __name__ == "__main__":
