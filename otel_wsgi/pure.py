@@ -15,6 +15,7 @@ from otel_wsgi.types import (
     Attributes,
     AttributeValue,
     Environ,
+    RequestHead,
     RequestRecord,
     ResponseHeaders,
     ResponseRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "parse_port",
     "parse_status",
     "protocol_version",
+    "request_head",
     "request_header_attributes",
     "request_record",
     "response_header_attributes",
@@ -71,19 +73,34 @@ EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
 # --- the composites ---
 
 
+def request_head(environ: Environ, config: Config) -> RequestHead:
+    """Return what the span name and the metrics need: method, scheme, protocol version, and
+    whether the request is traced at all (`excluded_urls`). Cheap: no attribute is built."""
+    limit = config.max_attribute_length
+    method = environ_text(environ, "REQUEST_METHOD")
+    if method not in config.known_methods:  # cut, so span names and metrics are bounded too
+        method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)[
+            :limit
+        ]
+    scheme = _scheme(environ, config)[:limit]  # X-Forwarded-Proto can be any length
+    version = protocol_version(environ_text(environ, "SERVER_PROTOCOL"))
+    traced = config.excluded_re is None or not _excluded(environ, config, scheme)
+    return RequestHead(method, scheme, version and version[:limit], traced)
+
+
 def request_record(environ: Environ, config: Config) -> RequestRecord:
     """Return the span name and start attributes for a request (EXCLUDED if it must not be traced)."""
-    found = _request_attributes(environ, config)
-    if found is None:
+    head = request_head(environ, config)
+    if not head.traced:
         return EXCLUDED
-    method, stable = found
+    stable = _stable_attributes(environ, config, head)
     mode = config.semconv
     attributes = stable if mode == "stable" else _old_attributes(stable, environ, config)
     if mode == "dup":
         attributes = stable | attributes
     if config.request_header_re is not None:
         attributes.update(request_header_attributes(environ, config))
-    return RequestRecord(span_name(method), attributes, method)
+    return RequestRecord(span_name(head.method), attributes, head.method)
 
 
 def response_record(status: str, headers: ResponseHeaders, config: Config) -> ResponseRecord:
@@ -151,43 +168,20 @@ def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict
 # --- private helpers ---
 
 
-def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str, AttributeValue]] | None:
-    """Return the normalised method and the stable attributes of a request (old names derive from these),
-    or None as soon as the request turns out to be excluded.
+def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> dict[str, AttributeValue]:
+    """Return the stable-convention attributes of a request (the old names derive from these).
 
     The hot path: plain environ reads, and the common hosts, ports, paths and protocols skip regexes.
     """
     limit = config.max_attribute_length
-    raw_method = environ_text(environ, "REQUEST_METHOD")
-    method = raw_method
-    if raw_method not in config.known_methods:  # cut, so span names and metrics are bounded too
-        method = normalize_method(raw_method, config.known_methods, capture_all=config.capture_all_methods)
-        method = method[:limit]
-    scheme = environ_text(environ, "wsgi.url_scheme")
-    if scheme not in DEFAULT_PORTS:
-        scheme = scheme.lower() if SCHEME.fullmatch(scheme.lower()) else "http"
-    host = environ_text(environ, "HTTP_HOST")
-    address, port = split_host(host) if host else (None, None)
-    peer, peer_port = environ_text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
-    client, client_port = peer, peer_port
-    if config.forwarded_headers:
-        scheme, address, port, client, client_port = _forwarded(
-            environ, scheme, address, port, client, client_port
-        )
-    if address is None:
-        address = environ_text(environ, "SERVER_NAME") or None
-    if port is None and address is not None:
-        port = parse_port(environ.get("SERVER_PORT"))
-    path = url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))
-    excluded = config.excluded_re
-    if excluded is not None and excluded.search(f"{scheme}://{_netloc(address, port, scheme) or ''}{path}"):
-        return None
+    address, port = _server(environ, config, head.scheme)
     attributes: dict[str, AttributeValue] = {
-        sc.HTTP_REQUEST_METHOD: method,
-        sc.URL_SCHEME: scheme[:limit],  # X-Forwarded-Proto can be any length
-        sc.URL_PATH: path[:limit],
+        sc.HTTP_REQUEST_METHOD: head.method,
+        sc.URL_SCHEME: head.scheme,
+        sc.URL_PATH: _path(environ)[:limit],
     }
-    if method != raw_method:
+    raw_method = environ_text(environ, "REQUEST_METHOD")
+    if raw_method != head.method:
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
     query = environ_text(environ, "QUERY_STRING")
     if query:
@@ -196,6 +190,10 @@ def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str
         attributes[sc.SERVER_ADDRESS] = address[:limit]
     if port is not None:
         attributes[sc.SERVER_PORT] = port
+    peer, peer_port = environ_text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
+    client, client_port = _forwarded_client(environ) if config.forwarded_headers else (None, None)
+    if client is None:
+        client, client_port = peer, peer_port
     if client is not None:
         attributes[sc.CLIENT_ADDRESS] = client[:limit]
     if client_port is not None:
@@ -204,16 +202,58 @@ def _request_attributes(environ: Environ, config: Config) -> tuple[str, dict[str
         attributes[sc.NETWORK_PEER_ADDRESS] = peer[:limit]
     if peer_port is not None:
         attributes[sc.NETWORK_PEER_PORT] = peer_port
-    version = protocol_version(environ_text(environ, "SERVER_PROTOCOL"))
-    if version is not None:
-        attributes[sc.NETWORK_PROTOCOL_VERSION] = version[:limit]
+    if head.version is not None:
+        attributes[sc.NETWORK_PROTOCOL_VERSION] = head.version
     agent = environ_text(environ, "HTTP_USER_AGENT")
     if agent:
         attributes[sc.USER_AGENT_ORIGINAL] = agent[:limit]
         synthetic = synthetic_type(agent)
         if synthetic is not None:
             attributes[sc.USER_AGENT_SYNTHETIC_TYPE] = synthetic
-    return method, attributes
+    return attributes
+
+
+def _scheme(environ: Environ, config: Config) -> str:
+    """Return the URL scheme: `wsgi.url_scheme`, or the proxy's when forwarded headers are trusted."""
+    scheme = environ_text(environ, "wsgi.url_scheme")
+    if scheme not in DEFAULT_PORTS:
+        scheme = scheme.lower() if SCHEME.fullmatch(scheme.lower()) else "http"
+    if config.forwarded_headers:
+        forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
+        proto = forwarded.get("proto") or _first(environ_text(environ, "HTTP_X_FORWARDED_PROTO"))
+        if proto and SCHEME.fullmatch(proto.lower()):
+            scheme = proto.lower()
+    return scheme
+
+
+def _server(environ: Environ, config: Config, scheme: str) -> tuple[str | None, int | None]:
+    """Return the server address and port: Host (or the proxy's host), else SERVER_NAME / SERVER_PORT."""
+    host = environ_text(environ, "HTTP_HOST")
+    address, port = split_host(host) if host else (None, None)
+    if config.forwarded_headers:
+        forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
+        proxied, proxied_port = split_host(
+            forwarded.get("host") or _first(environ_text(environ, "HTTP_X_FORWARDED_HOST"))
+        )
+        if proxied is not None:  # the proxy's host without a port means the scheme's default port
+            address, port = proxied, proxied_port or DEFAULT_PORTS.get(scheme)
+    if address is None:
+        address = environ_text(environ, "SERVER_NAME") or None
+    if port is None and address is not None:
+        port = parse_port(environ.get("SERVER_PORT"))
+    return address, port
+
+
+def _path(environ: Environ) -> str:
+    return url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))
+
+
+def _excluded(environ: Environ, config: Config, scheme: str) -> bool:
+    """True if `{scheme}://{host}{path}` matches `excluded_urls` (the port only when not the default)."""
+    address, port = _server(environ, config, scheme)
+    pattern = config.excluded_re
+    url = f"{scheme}://{_netloc(address, port, scheme) or ''}{_path(environ)}"
+    return pattern is not None and pattern.search(url) is not None
 
 
 # The old names of stable attributes that carry over unchanged (the reference's default mode).
@@ -254,25 +294,12 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     return old
 
 
-def _forwarded(
-    environ: Environ, scheme: str, address: str | None, port: int | None,
-    client: str | None, client_port: int | None,
-) -> tuple[str, str | None, int | None, str | None, int | None]:  # fmt: skip
-    """Apply `Forwarded` (RFC 7239, first element) and `X-Forwarded-*` (first entry) over the socket."""
+def _forwarded_client(environ: Environ) -> tuple[str | None, int | None]:
+    """Return the original client from `Forwarded` (RFC 7239, first element) or `X-Forwarded-For`
+    (first entry); (None, None) when absent or junk, so the socket peer stays the client."""
     forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
-    proto = forwarded.get("proto") or _first(environ_text(environ, "HTTP_X_FORWARDED_PROTO"))
-    if proto and SCHEME.fullmatch(proto.lower()):
-        scheme = proto.lower()
-    forwarded_address, forwarded_port = split_host(
-        forwarded.get("host") or _first(environ_text(environ, "HTTP_X_FORWARDED_HOST"))
-    )
-    if forwarded_address is not None:
-        address, port = forwarded_address, forwarded_port or DEFAULT_PORTS.get(scheme)
     origin = forwarded.get("for") or _first(environ_text(environ, "HTTP_X_FORWARDED_FOR"))
-    origin_address, origin_port = _node(origin) if origin else (None, None)
-    if origin_address is not None:  # a junk node keeps the socket peer rather than nothing
-        client, client_port = origin_address, origin_port
-    return scheme, address, port, client, client_port
+    return _node(origin) if origin else (None, None)
 
 
 def _forwarded_pairs(header: str) -> dict[str, str]:

@@ -50,6 +50,20 @@ OTHER: Final = "_OTHER"
 
 
 @dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the span name and the metrics need from a request, before any attribute is built.
+
+    `method` is normalised (`GET`, or `_OTHER`); `scheme` and `version` are as on the span
+    (`url.scheme`, `network.protocol.version`); `traced` is False for an excluded request.
+    """
+
+    method: str
+    scheme: str
+    version: str | None
+    traced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RequestRecord:
     """What the request tells us, before the app runs.
 
