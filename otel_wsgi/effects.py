@@ -1,6 +1,7 @@
 """The shell: `wrap(app)` applies the pure records to real spans around a WSGI application.
 
-The story of one request: request record -> start span -> call app -> wrap body -> finish once.
+The story of one request: request head -> start span (attributes built if sampled) -> call app ->
+wrap body -> finish once.
 Per-app work (tracer lookup, config) happens in `wrap`; per-request state lives in one `_Request`.
 """
 
@@ -24,16 +25,17 @@ from otel_wsgi import semconv as sc
 from otel_wsgi._version import __version__
 from otel_wsgi.body import body_for, is_file_response
 from otel_wsgi.config import Config
+from otel_wsgi.lazy import LazyAttributes
 from otel_wsgi.metrics import Metrics, metrics_for
 from otel_wsgi.pure import (
     environ_header_name,
     header_environ_key,
     header_pairs,
-    request_record,
+    request_head,
     response_record,
     span_name,
 )
-from otel_wsgi.types import SCHEMA_URL, OptExcInfo, RequestRecord, ResponseRecord
+from otel_wsgi.types import SCHEMA_URL, OptExcInfo, RequestHead, ResponseRecord
 
 __all__ = ["RequestHook", "ResponseHook", "set_route", "wrap"]
 
@@ -119,16 +121,17 @@ class _Shell:
             return None
         nested = trace.get_current_span(current).get_span_context().is_valid
         config = self.nested if nested else self.config
-        record = request_record(environ, config)
-        if not record.traced:
+        head = request_head(environ, config)
+        if not head.traced:
             return None
         parent, links = (current, None) if nested else self.remote_parent(environ)
         kind = SpanKind.INTERNAL if nested else SpanKind.SERVER
+        attributes = LazyAttributes(environ, config)  # built only if the sampler or the span reads them
         span = self.tracer.start_span(
-            record.span_name, parent, kind, record.attributes, links, start_time=start
+            span_name(head.method), parent, kind, attributes, links, start_time=start
         )
         ctx = trace.set_span_in_context(span, parent)
-        return _Request(self, span, ctx, config, start, environ, start_response, record, nested)
+        return _Request(self, span, ctx, config, start, environ, start_response, head, nested)
 
     def remote_parent(self, environ: WSGIEnvironment) -> tuple[Context | None, list[Link] | None]:
         """Return the extracted parent, or (no parent, a link to it) when remote context is untrusted."""
@@ -148,16 +151,16 @@ class _Request:
 
     __slots__ = (
         "shell", "span", "context", "config", "start", "environ", "server_start_response",
-        "record", "route", "outer", "response", "error", "closed", "inner_close", "metrics",
+        "head", "route", "outer", "response", "error", "closed", "inner_close", "metrics",
         "active_key", "sent", "file_response",
     )  # fmt: skip
 
     def __init__(
         self, shell: _Shell, span: Span, ctx: Context, config: Config, start: int,
-        environ: WSGIEnvironment, start_response: StartResponse, record: RequestRecord, nested: bool,
+        environ: WSGIEnvironment, start_response: StartResponse, head: RequestHead, nested: bool,
     ) -> None:  # fmt: skip
         self.shell, self.span, self.context, self.config, self.start = shell, span, ctx, config, start
-        self.environ, self.server_start_response, self.record = environ, start_response, record
+        self.environ, self.server_start_response, self.head = environ, start_response, head
         self.response: ResponseRecord | None = None
         self.error: Exception | None = None
         self.route: str | None = None
@@ -169,7 +172,7 @@ class _Request:
         environ[_STATE_KEY] = self
         self.metrics = metrics = None if nested else shell.metrics
         if metrics is not None:
-            self.active_key = metrics.active_key(record, environ)
+            self.active_key = metrics.active_key(head)
             metrics.begin(self.active_key)
 
     def run_request_hook(self) -> None:
@@ -300,7 +303,7 @@ class _Request:
             return
         if self.route is not None:
             route = self.route[: self.config.max_attribute_length]  # as on the metric
-            span.update_name(span_name(self.record.method, route))
+            span.update_name(span_name(self.head.method, route))
             span.set_attribute(sc.HTTP_ROUTE, route)
         response = self.response
         if response is not None:

@@ -25,11 +25,9 @@ from otel_wsgi import semconv as sc
 from otel_wsgi._version import __version__
 from otel_wsgi.config import Config
 from otel_wsgi.pure import parse_port
-from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestRecord
+from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestHead
 
 if TYPE_CHECKING:
-    from wsgiref.types import WSGIEnvironment
-
     from otel_wsgi.effects import _Request
 
 #: Bucket advice for `http.server.request.duration` (seconds), from the HTTP semantic conventions.
@@ -126,29 +124,21 @@ class Metrics:
         self.cache: dict[
             tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
         ] = {}
-        self.active_keys: dict[tuple[str, AttributeValue | None], _Key] = {}
+        self.active_keys: dict[tuple[str, str], _Key] = {}
 
-    def active_key(self, record: RequestRecord, environ: WSGIEnvironment) -> _Key:
+    def active_key(self, head: RequestHead) -> _Key:
         """Return the attribute set (as a hashable key) this request counts under while active."""
-        attributes = record.attributes
-        scheme = attributes.get(sc.URL_SCHEME) or attributes.get(sc.OLD_HTTP_SCHEME)
-        key = self.active_keys.get((record.method, scheme))
+        key = self.active_keys.get((head.method, head.scheme))
         if key is not None:
             return key
         pairs: list[tuple[str, AttributeValue]] = []
         if self.stable:
-            pairs += [
-                (sc.HTTP_REQUEST_METHOD, record.method),
-                (sc.URL_SCHEME, attributes.get(sc.URL_SCHEME, "http")),
-            ]
+            pairs += [(sc.HTTP_REQUEST_METHOD, head.method), (sc.URL_SCHEME, head.scheme)]
         if self.old:
-            pairs += [
-                (sc.OLD_HTTP_METHOD, record.method),
-                (sc.OLD_HTTP_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME, "http")),
-            ]
+            pairs += [(sc.OLD_HTTP_METHOD, head.method), (sc.OLD_HTTP_SCHEME, head.scheme)]
         key = tuple(pairs)
         if len(self.active_keys) < _CACHE_LIMIT:
-            self.active_keys[record.method, scheme] = key
+            self.active_keys[head.method, head.scheme] = key
         return key
 
     def begin(self, key: _Key) -> None:
@@ -184,7 +174,7 @@ class Metrics:
         self, request: _Request
     ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
         """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
-        record, response, route = request.record, request.response, request.route
+        head, response, route = request.head, request.response, request.route
         if route is not None:
             route = route[: request.config.max_attribute_length]  # as on the span
         code = None if response is None else response.status_code
@@ -196,50 +186,47 @@ class Metrics:
         server = None
         if self.old:
             name = request.environ.get("SERVER_NAME")  # narrowed here: the key must be hashable
-            server = (name if isinstance(name, str) else None, parse_port(request.environ.get("SERVER_PORT")))
-        attributes = record.attributes
-        # Every input of the two sets is in the key (old mode has only the old names).
-        scheme = attributes.get(sc.URL_SCHEME, attributes.get(sc.OLD_HTTP_SCHEME))
-        version = attributes.get(sc.NETWORK_PROTOCOL_VERSION, attributes.get(sc.OLD_HTTP_FLAVOR))
-        key = (record.method, scheme, version, code, route, error_type, server)
+            limit = request.config.max_attribute_length
+            server = (
+                name[:limit] if isinstance(name, str) else None,
+                parse_port(request.environ.get("SERVER_PORT")),
+            )
+        key = (head.method, head.scheme, head.version, code, route, error_type, server)
         found = self.cache.get(key)
         if found is None:
-            found = (_stable_set(record, code, route, error_type), _old_set(record, code, server))
+            found = (_stable_set(head, code, route, error_type), _old_set(head, code, server))
             if len(self.cache) < _CACHE_LIMIT:
                 self.cache[key] = found
         return found
 
 
 def _stable_set(
-    record: RequestRecord, code: int | None, route: str | None, error_type: str | None
+    head: RequestHead, code: int | None, route: str | None, error_type: str | None
 ) -> dict[str, AttributeValue]:
-    attributes = record.attributes
-    found: dict[str, AttributeValue] = {sc.HTTP_REQUEST_METHOD: record.method}
-    for key in (sc.URL_SCHEME, sc.NETWORK_PROTOCOL_VERSION):
-        if key in attributes:
-            found[key] = attributes[key]
-    extra = ((sc.HTTP_RESPONSE_STATUS_CODE, code), (sc.HTTP_ROUTE, route), (sc.ERROR_TYPE, error_type))
-    found.update((key, value) for key, value in extra if value is not None)
-    return found
+    pairs = (
+        (sc.HTTP_REQUEST_METHOD, head.method),
+        (sc.URL_SCHEME, head.scheme),
+        (sc.NETWORK_PROTOCOL_VERSION, head.version),
+        (sc.HTTP_RESPONSE_STATUS_CODE, code),
+        (sc.HTTP_ROUTE, route),
+        (sc.ERROR_TYPE, error_type),
+    )
+    return {key: value for key, value in pairs if value is not None}
 
 
 def _old_set(
-    record: RequestRecord, code: int | None, server: tuple[object, object] | None
+    head: RequestHead, code: int | None, server: tuple[str | None, int | None] | None
 ) -> dict[str, AttributeValue]:
-    attributes = record.attributes
-    found: dict[str, AttributeValue] = {sc.OLD_HTTP_METHOD: record.method}
-    for key in (sc.OLD_HTTP_SCHEME, sc.OLD_HTTP_FLAVOR):
-        if key in attributes:
-            found[key] = attributes[key]
-    if code is not None:
-        found[sc.OLD_HTTP_STATUS_CODE] = code
-    if server is not None:
-        name, port = server[0], parse_port(server[1])
-        if isinstance(name, str) and name:
-            found[sc.OLD_HTTP_SERVER_NAME] = name
-        if port is not None:
-            found[sc.OLD_NET_HOST_PORT] = port
-    return found
+    name, port = (None, None) if server is None else server
+    pairs = (
+        (sc.OLD_HTTP_METHOD, head.method),
+        (sc.OLD_HTTP_SCHEME, head.scheme),
+        (sc.OLD_HTTP_FLAVOR, head.version),
+        (sc.OLD_HTTP_STATUS_CODE, code),
+        (sc.OLD_HTTP_SERVER_NAME, name or None),
+        (sc.OLD_NET_HOST_PORT, port),
+    )
+    return {key: value for key, value in pairs if value is not None}
 
 
 def _content_length(value: object) -> int | None:

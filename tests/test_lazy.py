@@ -1,0 +1,114 @@
+"""Attributes built on first use: complete for samplers and recorded spans, never built for dropped ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+from wsgiref.types import StartResponse, WSGIEnvironment
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from typing_extensions import override
+
+from otel_wsgi import Config, wrap
+from otel_wsgi.lazy import LazyAttributes
+from otel_wsgi.pure import request_record
+
+UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class ReadLog(dict[str, object]):
+    """An environ that remembers which keys were read through `get`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: list[str] = []
+
+    @override
+    def get(self, key: str, default: object = None) -> object:
+        self.read.append(key)
+        return super().get(key, default)
+
+
+def environ() -> ReadLog:
+    base: WSGIEnvironment = {"HTTP_USER_AGENT": "curl/8", "QUERY_STRING": "a=1", "REMOTE_ADDR": "10.0.0.1"}
+    setup_testing_defaults(base)
+    return ReadLog(base)
+
+
+def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hi"]
+
+
+def serve(sampler: Sampler, env: ReadLog, meter_provider: MeterProvider) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    body = app(env, lambda status, headers, exc_info=None: lambda data: None)
+    assert list(body) == [b"hi"]
+    assert isinstance(body, Closeable)
+    body.close()
+    provider.shutdown()
+    return exporter
+
+
+@pytest.mark.parametrize(
+    ("sampler", "extra"),
+    [
+        pytest.param(ALWAYS_OFF, {}, id="always-off"),
+        pytest.param(ParentBased(ALWAYS_ON), {"HTTP_TRACEPARENT": UNSAMPLED_PARENT}, id="unsampled-parent"),
+    ],
+)
+def test_a_dropped_span_never_builds_its_attributes(
+    sampler: Sampler, extra: dict[str, str], meter_provider: MeterProvider
+) -> None:
+    env = environ()
+    env.update(extra)
+    exporter = serve(sampler, env, meter_provider)
+    assert exporter.get_finished_spans() == ()
+    # Only the full attribute set reads these; the span name and metrics need none of them.
+    assert {"HTTP_USER_AGENT", "QUERY_STRING", "REMOTE_ADDR", "PATH_INFO"} & set(env.read) == set()
+
+
+def test_a_recorded_span_gets_every_attribute(meter_provider: MeterProvider) -> None:
+    env = environ()
+    exporter = serve(ALWAYS_ON, env, meter_provider)
+    (span,) = exporter.get_finished_spans()
+    expected = dict(request_record(environ(), Config()).attributes)
+    assert dict(span.attributes or {}) == expected | {"http.response.status_code": 200}
+    assert "HTTP_USER_AGENT" in env.read
+
+
+def test_lazy_attributes_behave_as_the_record_attributes() -> None:
+    env = environ()
+    expected = request_record(environ(), Config()).attributes
+    lazy = LazyAttributes(env, Config())
+    assert env.read == []  # nothing read until asked
+    assert len(lazy) == len(expected)
+    assert dict(lazy) == expected
+    assert lazy.copy() == expected
+    assert MappingProxyType(lazy).copy() == expected  # what the SDK's SamplingResult does
+    assert lazy["url.query"] == "a=1"
+    assert "user_agent.original" in lazy
+    reads = len(env.read)
+    assert list(iter(lazy)) == list(expected)
+    assert len(env.read) == reads  # built once
+
+
+def test_keys_iterates_in_record_order() -> None:
+    lazy = LazyAttributes(environ(), Config())
+    keys: Iterator[str] = iter(lazy.keys())
+    assert list(keys) == list(request_record(environ(), Config()).attributes)
