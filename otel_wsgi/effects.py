@@ -126,7 +126,7 @@ class _Shell:
             return None
         parent, links = (current, None) if nested else self.remote_parent(environ)
         kind = SpanKind.INTERNAL if nested else SpanKind.SERVER
-        attributes = LazyAttributes(environ, config)  # built only if the sampler or the span reads them
+        attributes = LazyAttributes(environ, config, head)  # built only if the sampler or the span reads them
         span = self.tracer.start_span(
             span_name(head.method), parent, kind, attributes, links, start_time=start
         )

@@ -8,33 +8,34 @@ cost per request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from typing_extensions import override
 
 from otel_wsgi.config import Config
-from otel_wsgi.pure import request_record
-from otel_wsgi.types import Attributes, AttributeValue, Environ
+from otel_wsgi.pure import request_attributes
+from otel_wsgi.types import Attributes, AttributeValue, Environ, RequestHead
 
 
 class LazyAttributes(Mapping[str, AttributeValue]):
-    """`request_record(environ, config).attributes`, computed the first time anything reads it.
+    """`request_attributes(environ, config, head)`, computed the first time anything reads it.
 
     The SDK reads recorded spans' attributes inside `start_span`, before the app can touch the environ.
     """
 
-    __slots__ = ("_environ", "_config", "_built")
+    __slots__ = ("_environ", "_config", "_head", "_built")
 
-    def __init__(self, environ: Environ, config: Config) -> None:
+    def __init__(self, environ: Environ, config: Config, head: RequestHead) -> None:
         self._environ: Environ | None = environ
         self._config = config
+        self._head = head
         self._built: Attributes | None = None
 
     def _attributes(self) -> Attributes:
         built = self._built
         if built is None:
             environ = self._environ if self._environ is not None else {}
-            built = self._built = request_record(environ, self._config).attributes
+            built = self._built = request_attributes(environ, self._config, self._head)
             self._environ = None  # keep no reference to the request once built
         return built
 
@@ -49,6 +50,24 @@ class LazyAttributes(Mapping[str, AttributeValue]):
     @override
     def __len__(self) -> int:
         return len(self._attributes())
+
+    # The views and lookups go straight to the built dict: the Mapping mixins would call back into
+    # __iter__ and __getitem__ once per attribute, which costs more than building them.
+    @override
+    def items(self) -> ItemsView[str, AttributeValue]:
+        return self._attributes().items()
+
+    @override
+    def keys(self) -> KeysView[str]:
+        return self._attributes().keys()
+
+    @override
+    def values(self) -> ValuesView[AttributeValue]:
+        return self._attributes().values()
+
+    @override
+    def __contains__(self, key: object) -> bool:
+        return key in self._attributes()
 
     def copy(self) -> dict[str, AttributeValue]:
         """A plain dict of the attributes (`MappingProxyType.copy()`, as the SDK calls it, needs this)."""

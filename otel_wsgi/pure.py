@@ -54,6 +54,7 @@ __all__ = [
     "parse_port",
     "parse_status",
     "protocol_version",
+    "request_attributes",
     "request_head",
     "request_header_attributes",
     "request_record",
@@ -93,6 +94,12 @@ def request_record(environ: Environ, config: Config) -> RequestRecord:
     head = request_head(environ, config)
     if not head.traced:
         return EXCLUDED
+    return RequestRecord(span_name(head.method), request_attributes(environ, config, head), head.method)
+
+
+def request_attributes(environ: Environ, config: Config, head: RequestHead) -> dict[str, AttributeValue]:
+    """Return the span start attributes of a request in `config.semconv`'s names, given its head
+    (from `request_head`, so nothing is computed twice); exclusion is not checked here."""
     stable = _stable_attributes(environ, config, head)
     mode = config.semconv
     attributes = stable if mode == "stable" else _old_attributes(stable, environ, config)
@@ -100,7 +107,7 @@ def request_record(environ: Environ, config: Config) -> RequestRecord:
         attributes = stable | attributes
     if config.request_header_re is not None:
         attributes.update(request_header_attributes(environ, config))
-    return RequestRecord(span_name(head.method), attributes, head.method)
+    return attributes
 
 
 def response_record(status: str, headers: ResponseHeaders, config: Config) -> ResponseRecord:

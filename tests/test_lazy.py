@@ -18,7 +18,7 @@ from typing_extensions import override
 
 from otel_wsgi import Config, wrap
 from otel_wsgi.lazy import LazyAttributes
-from otel_wsgi.pure import request_record
+from otel_wsgi.pure import request_head, request_record
 
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
@@ -95,7 +95,7 @@ def test_a_recorded_span_gets_every_attribute(meter_provider: MeterProvider) -> 
 def test_lazy_attributes_behave_as_the_record_attributes() -> None:
     env = environ()
     expected = request_record(environ(), Config()).attributes
-    lazy = LazyAttributes(env, Config())
+    lazy = LazyAttributes(env, Config(), request_head(environ(), Config()))
     assert env.read == []  # nothing read until asked
     assert len(lazy) == len(expected)
     assert dict(lazy) == expected
@@ -109,6 +109,6 @@ def test_lazy_attributes_behave_as_the_record_attributes() -> None:
 
 
 def test_keys_iterates_in_record_order() -> None:
-    lazy = LazyAttributes(environ(), Config())
+    lazy = LazyAttributes(environ(), Config(), request_head(environ(), Config()))
     keys: Iterator[str] = iter(lazy.keys())
     assert list(keys) == list(request_record(environ(), Config()).attributes)
