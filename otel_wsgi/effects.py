@@ -112,7 +112,7 @@ class _Shell:
         """Log a failure of a hook or of our own code: a traceback the first time, then at DEBUG."""
         level = logging.DEBUG if self.warned else logging.ERROR
         self.warned = True
-        _LOGGER.log(level, "otel_wsgi: %s failed; the request continues untraced there", what, exc_info=True)
+        _LOGGER.log(level, "otel_wsgi: %s failed; the app's response is unaffected", what, exc_info=True)
 
     def begin(self, environ: WSGIEnvironment, start_response: StartResponse, start: int) -> _Request | None:
         """Start the span for a request, or return None when the request must pass through untouched."""
@@ -269,8 +269,7 @@ class _Request:
             return
         token = context.attach(self.context)
         try:
-            if inner_close is not None:
-                inner_close()
+            inner_close()
         except BaseException as exc:
             self.fail(exc)
             raise
