@@ -152,7 +152,7 @@ class _Request:
     __slots__ = (
         "shell", "span", "context", "config", "start", "environ", "server_start_response",
         "head", "route", "outer", "response", "error", "closed", "inner_close", "metrics",
-        "active_key", "sent", "file_response",
+        "series", "sent", "file_response",
     )  # fmt: skip
 
     def __init__(
@@ -172,8 +172,8 @@ class _Request:
         environ[_STATE_KEY] = self
         self.metrics = metrics = None if nested else shell.metrics
         if metrics is not None:
-            self.active_key = metrics.active_key(head)
-            metrics.begin(self.active_key)
+            self.series = metrics.series_for(head)
+            metrics.begin(self.series)
 
     def run_request_hook(self) -> None:
         hook = self.shell.request_hook

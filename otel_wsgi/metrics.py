@@ -95,7 +95,7 @@ def metrics_for(provider: MeterProvider | None, config: Config) -> Metrics | Non
 class Metrics:
     """The instruments one `wrap()` records into, and its cache of prepared attribute sets."""
 
-    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "cache", "active_keys")
+    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "series")
 
     def __init__(self, registry: _Registry, config: Config) -> None:
         self.registry = registry
@@ -121,32 +121,29 @@ class Metrics:
             if config.body_size_metrics and self.stable
             else None
         )
-        self.cache: dict[
-            tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
-        ] = {}
-        self.active_keys: dict[tuple[str, str], _Key] = {}
+        self.series: dict[tuple[str, str, str | None], _Series] = {}
 
-    def active_key(self, head: RequestHead) -> _Key:
-        """Return the attribute set (as a hashable key) this request counts under while active."""
-        key = self.active_keys.get((head.method, head.scheme))
-        if key is not None:
-            return key
+    def series_for(self, head: RequestHead) -> _Series:
+        """Return the series of a request's method, scheme and version, prepared once per combination."""
+        found = self.series.get((head.method, head.scheme, head.version))
+        if found is not None:
+            return found
         pairs: list[tuple[str, AttributeValue]] = []
         if self.stable:
             pairs += [(sc.HTTP_REQUEST_METHOD, head.method), (sc.URL_SCHEME, head.scheme)]
         if self.old:
             pairs += [(sc.OLD_HTTP_METHOD, head.method), (sc.OLD_HTTP_SCHEME, head.scheme)]
-        key = tuple(pairs)
-        if len(self.active_keys) < _CACHE_LIMIT:
-            self.active_keys[head.method, head.scheme] = key
-        return key
+        found = _Series(tuple(pairs))
+        if len(self.series) < _CACHE_LIMIT:
+            self.series[head.method, head.scheme, head.version] = found
+        return found
 
-    def begin(self, key: _Key) -> None:
-        self.registry.add(key, 1)
+    def begin(self, series: _Series) -> None:
+        self.registry.add(series.active, 1)
 
     def record(self, request: _Request, end: int) -> None:
         """Record one finished request: duration from the span's own start and end instants."""
-        self.registry.add(request.active_key, -1)
+        self.registry.add(request.series.active, -1)
         stable, old = self.attributes(request)
         seconds = max(end - request.start, 0) / 1e9
         if self.duration is not None:
@@ -191,13 +188,27 @@ class Metrics:
                 name[:limit] if isinstance(name, str) else None,
                 parse_port(request.environ.get("SERVER_PORT")),
             )
-        key = (head.method, head.scheme, head.version, code, route, error_type, server)
-        found = self.cache.get(key)
+        sets = request.series.sets
+        key = (code, route, error_type, server)
+        found = sets.get(key)
         if found is None:
             found = (_stable_set(head, code, route, error_type), _old_set(head, code, server))
-            if len(self.cache) < _CACHE_LIMIT:
-                self.cache[key] = found
+            if len(sets) < _CACHE_LIMIT:
+                sets[key] = found
         return found
+
+
+class _Series:
+    """One method, scheme and protocol version: the key it counts under while active, and its duration
+    attribute sets by status, route and error (so a request builds no tuple or dict of its own)."""
+
+    __slots__ = ("active", "sets")
+
+    def __init__(self, active: _Key) -> None:
+        self.active = active
+        self.sets: dict[
+            tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
+        ] = {}
 
 
 def _stable_set(

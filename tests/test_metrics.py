@@ -937,7 +937,7 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
 
     state = environ[STATE_KEY]
     assert isinstance(state, _Request) and state.metrics is not None
-    assert len(state.metrics.cache) == _CACHE_LIMIT
+    assert len(state.series.sets) == _CACHE_LIMIT
     by_route = {attrs(point)["http.route"]: point for point in points}
     assert len(points) == len(by_route) == len(routes)
     for n, path in enumerate(routes):
