@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from wsgiref.handlers import SimpleHandler
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import setup_testing_defaults
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState, get_current_span
+from opentelemetry.util.types import Attributes
+from typing_extensions import override
 
 from otel_wsgi.types import OptExcInfo
 
@@ -286,3 +292,40 @@ class LazyResult(ClosingResult):
 
     def __getattr__(self, name: str) -> object:
         raise RuntimeError(f"proxy has no {name}")
+
+
+@dataclass(frozen=True)
+class SamplerCall:
+    """What one `should_sample` call was shown."""
+
+    name: str
+    kind: SpanKind | None
+    attributes: dict[str, object]
+    links: tuple[Link, ...]
+    parent: SpanContext
+
+
+class RecordingSampler(Sampler):
+    """Sample everything, remembering what `should_sample` was given: proof of what exists at span start."""
+
+    def __init__(self) -> None:
+        self.calls: list[SamplerCall] = []
+
+    @override
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = get_current_span(parent_context).get_span_context()
+        self.calls.append(SamplerCall(name, kind, dict(attributes or {}), tuple(links or ()), parent))
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # the SDK takes them from here
+
+    @override
+    def get_description(self) -> str:
+        return "RecordingSampler"

@@ -10,19 +10,17 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from apps import RecordingSampler
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import Attributes
-from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
 from otel_wsgi.types import OptExcInfo, SemconvMode
@@ -101,40 +99,6 @@ def make_app(
         return [body]
 
     return app
-
-
-@dataclass(frozen=True)
-class SamplerCall:
-    name: str
-    attributes: dict[str, object]
-    links: tuple[Link, ...]
-    parent: trace.SpanContext
-
-
-class RecordingSampler(Sampler):
-    """Sample everything, remembering what `should_sample` was given."""
-
-    def __init__(self) -> None:
-        self.calls: list[SamplerCall] = []
-
-    @override
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        parent = trace.get_current_span(parent_context).get_span_context()
-        self.calls.append(SamplerCall(name, dict(attributes or {}), tuple(links or ()), parent))
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
-
-    @override
-    def get_description(self) -> str:
-        return "RecordingSampler"
 
 
 @pytest.fixture

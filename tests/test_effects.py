@@ -31,6 +31,7 @@ from apps import (
     FileLike,
     Headers,
     LazyResult,
+    RecordingSampler,
     Server,
     SizedResult,
     SlottedFileWrapper,
@@ -63,7 +64,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import Link, NoOpTracerProvider, Span, SpanKind, StatusCode, TraceState
 from opentelemetry.util.types import Attributes
 from typing_extensions import override
@@ -107,31 +108,6 @@ def make_provider() -> Iterator[ProviderFactory]:
     yield make
     for tracer_provider in made:
         tracer_provider.shutdown()
-
-
-class RecordingSampler(Sampler):
-    """Samples everything and records what it was shown: proof that attributes exist at span start."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, SpanKind | None, dict[str, object]]] = []
-
-    @override
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        self.seen.append((name, kind, dict(attributes or {})))
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # the SDK takes them from here
-
-    @override
-    def get_description(self) -> str:
-        return "RecordingSampler"
 
 
 class RaisingSampler(RecordingSampler):
@@ -233,7 +209,9 @@ def test_normal_request_span_name_kind_and_start_attributes_seen_by_sampler(
     span = one_span(exporter)
     assert span.name == "GET"
     assert span.kind is SpanKind.SERVER
-    assert sampler.seen == [("GET", SpanKind.SERVER, expected_start)]
+    assert [(call.name, call.kind, call.attributes) for call in sampler.calls] == [
+        ("GET", SpanKind.SERVER, expected_start)
+    ]
     assert expected_start[sc.URL_PATH] == "/users/7"
     assert expected_start[sc.SERVER_ADDRESS] == "example.com"
     assert expected_start[sc.SERVER_PORT] == 8080
