@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 #: Bucket advice for `http.server.request.duration` (seconds), from the HTTP semantic conventions.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-# Distinct attribute sets kept per wrap(); beyond this (a flood of routes) sets are built per request.
+# Distinct attribute sets kept per wrap(), all series together; beyond this (a flood of routes or junk
+# protocol versions) sets are built per request, and memory stays bounded.
 _CACHE_LIMIT: Final = 2048
 _Key = tuple[tuple[str, AttributeValue], ...]
 
@@ -95,7 +96,7 @@ def metrics_for(provider: MeterProvider | None, config: Config) -> Metrics | Non
 class Metrics:
     """The instruments one `wrap()` records into, and its cache of prepared attribute sets."""
 
-    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "series")
+    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "series", "cached")
 
     def __init__(self, registry: _Registry, config: Config) -> None:
         self.registry = registry
@@ -122,6 +123,7 @@ class Metrics:
             else None
         )
         self.series: dict[tuple[str, str, str | None], _Series] = {}
+        self.cached = 0  # attribute sets cached across all series (a benign race may overshoot by a few)
 
     def series_for(self, head: RequestHead) -> _Series:
         """Return the series of a request's method, scheme and version, prepared once per combination."""
@@ -193,7 +195,8 @@ class Metrics:
         found = sets.get(key)
         if found is None:
             found = (_stable_set(head, code, route, error_type), _old_set(head, code, server))
-            if len(sets) < _CACHE_LIMIT:
+            if self.cached < _CACHE_LIMIT:  # one budget for every series: bounded memory
+                self.cached += 1
                 sets[key] = found
         return found
 

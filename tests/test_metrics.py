@@ -965,3 +965,26 @@ def test_route_on_the_metric_is_the_span_route_cut_to_the_attribute_limit(
     assert span.attributes is not None
     assert span.attributes["http.route"] == route[:16]
     assert attrs(only_point(reader, DURATION))["http.route"] == route[:16]
+
+
+def test_attribute_cache_budget_is_shared_by_every_series(
+    provider: TracerProvider, meter_provider: MeterProvider
+) -> None:
+    # Methods and protocol versions make separate series; together they may not cache past the budget.
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        set_route(environ, "/r" + str(environ["PATH_INFO"]))
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    environ = make_environ()
+    half = _CACHE_LIMIT // 2 + 10
+    for method, version in (("GET", "HTTP/1.1"), ("POST", "HTTP/1.0"), ("PUT", "HTTP/2")):
+        for n in range(half):
+            environ = make_environ(REQUEST_METHOD=method, SERVER_PROTOCOL=version, PATH_INFO=f"/{n}")
+            run(wrapped, environ)
+    state = environ[STATE_KEY]
+    assert isinstance(state, _Request) and state.metrics is not None
+    sizes = [len(series.sets) for series in state.metrics.series.values()]
+    assert len(sizes) == 3
+    assert sum(sizes) == state.metrics.cached == _CACHE_LIMIT
