@@ -7,11 +7,14 @@ class can. The span's context is current around each step that may run app code,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
 from opentelemetry import context
 from opentelemetry.context import Context
 from typing_extensions import override
+
+# Exact types only: a subclass may override __iter__ and run code while iterating.
+_SEQUENCES: Final = (list, tuple)
 
 
 class Owner(Protocol):
@@ -27,7 +30,7 @@ class Owner(Protocol):
 
 def body_for(result: Iterable[bytes], owner: Owner) -> Body:
     """Return the wrapper for what the app returned: `__len__` only when the result has one."""
-    if type(result) is list or type(result) is tuple:
+    if type(result) in _SEQUENCES:
         return SequenceBody(result, owner)
     # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
     return (SizedBody if hasattr(type(result), "__len__") else Body)(result, owner)

@@ -113,11 +113,12 @@ def _check_mode(name: str, value: object) -> object:
 def _check_strings(name: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ValueError(f"{name}: expected a tuple of strings, got {value!r}")
-    items = tuple(value)
-    for item in items:
+    items: list[str] = []
+    for item in value:  # pyright: ignore[reportUnknownVariableType]  (narrowed just below)
         if not isinstance(item, str) or not item:
             raise ValueError(f"{name}: expected non-empty strings, got {item!r}")
-    return items
+        items.append(item)
+    return tuple(items)
 
 
 def _check_patterns(name: str, value: object) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ library's wsgiref server is enough for three requests.
 from __future__ import annotations
 
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIRequestHandler, make_server

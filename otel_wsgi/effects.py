@@ -2,7 +2,7 @@
 
 The story of one request: request head -> start span (attributes built if sampled) -> call app ->
 wrap body -> finish once.
-Per-app work (tracer lookup, config) happens in `wrap`; per-request state lives in one `_Request`.
+Per-app work (tracer lookup, config) happens in `wrap`; per-request state lives in one `TracedRequest`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+
+# The key `suppress_instrumentation()` sets; the API has no public name for it (contrib uses this one).
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
@@ -114,7 +116,9 @@ class _Shell:
         self.warned = True
         _LOGGER.log(level, "otel_wsgi: %s failed; the app's response is unaffected", what, exc_info=True)
 
-    def begin(self, environ: WSGIEnvironment, start_response: StartResponse, start: int) -> _Request | None:
+    def begin(
+        self, environ: WSGIEnvironment, start_response: StartResponse, start: int
+    ) -> TracedRequest | None:
         """Start the span for a request, or return None when the request must pass through untouched."""
         current = context.get_current()
         if current.get(_SUPPRESS_INSTRUMENTATION_KEY):
@@ -131,7 +135,7 @@ class _Shell:
             span_name(head.method), parent, kind, attributes, links, start_time=start
         )
         ctx = trace.set_span_in_context(span, parent)
-        return _Request(self, span, ctx, config, start, environ, start_response, head, nested)
+        return TracedRequest(self, span, ctx, config, start, environ, start_response, head, nested)
 
     def remote_parent(self, environ: WSGIEnvironment) -> tuple[Context | None, list[Link] | None]:
         """Return the extracted parent, or (no parent, a link to it) when remote context is untrusted."""
@@ -146,7 +150,7 @@ class _Shell:
         return Context(), [Link(remote)] if remote.is_valid else None
 
 
-class _Request:
+class TracedRequest:
     """The state of one traced request: its span, the server's callable, the response seen so far."""
 
     __slots__ = (
@@ -168,7 +172,7 @@ class _Request:
         self.inner_close: Callable[[], object] | None = None
         self.sent = 0
         outer = environ.get(_STATE_KEY)
-        self.outer = outer if isinstance(outer, _Request) else None
+        self.outer = outer if isinstance(outer, TracedRequest) else None
         environ[_STATE_KEY] = self
         self.metrics = metrics = None if nested else shell.metrics
         if metrics is not None:
@@ -326,7 +330,8 @@ def set_route(environ: WSGIEnvironment, route: str) -> None:
     The span is renamed `{METHOD} {route}` and gets `http.route`. Without the middleware it does nothing.
     """
     state = environ.get(_STATE_KEY)
-    while isinstance(state, _Request) and isinstance(route, str):
+    # `route` is checked at run time too: frameworks call this from untyped code.
+    while isinstance(state, TracedRequest) and isinstance(route, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         state.route = route
         state = state.outer
 

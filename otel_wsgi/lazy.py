@@ -34,7 +34,7 @@ class LazyAttributes(Mapping[str, AttributeValue]):
     def _attributes(self) -> Attributes:
         built = self._built
         if built is None:
-            environ = self._environ if self._environ is not None else {}
+            environ: Environ = self._environ if self._environ is not None else {}
             built = self._built = request_attributes(environ, self._config, self._head)
             self._environ = None  # keep no reference to the request once built
         return built

@@ -28,7 +28,7 @@ from otel_wsgi.pure import parse_port
 from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestHead
 
 if TYPE_CHECKING:
-    from otel_wsgi.effects import _Request
+    from otel_wsgi.effects import TracedRequest
 
 #: Bucket advice for `http.server.request.duration` (seconds), from the HTTP semantic conventions.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -143,7 +143,7 @@ class Metrics:
     def begin(self, series: _Series) -> None:
         self.registry.add(series.active, 1)
 
-    def record(self, request: _Request, end: int) -> None:
+    def record(self, request: TracedRequest, end: int) -> None:
         """Record one finished request: duration from the span's own start and end instants."""
         self.registry.add(request.series.active, -1)
         stable, old = self.attributes(request)
@@ -157,7 +157,7 @@ class Metrics:
 
     @staticmethod
     def record_sizes(
-        sizes: tuple[Histogram, Histogram], request: _Request, attributes: Mapping[str, AttributeValue]
+        sizes: tuple[Histogram, Histogram], request: TracedRequest, attributes: Mapping[str, AttributeValue]
     ) -> None:
         """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
         request_size = _content_length(request.environ.get("CONTENT_LENGTH"))
@@ -170,7 +170,7 @@ class Metrics:
         sizes[1].record(sent, attributes, context=request.context)
 
     def attributes(
-        self, request: _Request
+        self, request: TracedRequest
     ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
         """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
         head, response, route = request.head, request.response, request.route

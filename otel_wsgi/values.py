@@ -191,7 +191,8 @@ def _is_pair(value: object) -> TypeGuard[tuple[str, str]]:
     match value:
         case (str(), str()):
             return True
-    return False
+        case _:
+            return False
 
 
 def _mentions(query: str, keys: frozenset[str]) -> bool:

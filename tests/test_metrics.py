@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
 from otel_wsgi import Config, set_route, wrap
-from otel_wsgi.effects import _Request
+from otel_wsgi.effects import TracedRequest
 from otel_wsgi.metrics import _CACHE_LIMIT, metrics_for
 from otel_wsgi.types import OptExcInfo, SemconvMode
 
@@ -905,7 +905,7 @@ def test_noop_meter_provider_means_no_metric_work(
     assert (server.status, body) == ("200 OK", b"abcdefgh")
     assert len(exporter.get_finished_spans()) == 1
     state = environ[STATE_KEY]
-    assert isinstance(state, _Request)
+    assert isinstance(state, TracedRequest)
     assert state.metrics is None
 
 
@@ -936,7 +936,7 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
         meter_provider.shutdown()
 
     state = environ[STATE_KEY]
-    assert isinstance(state, _Request) and state.metrics is not None
+    assert isinstance(state, TracedRequest) and state.metrics is not None
     assert len(state.series.sets) == _CACHE_LIMIT
     by_route = {attrs(point)["http.route"]: point for point in points}
     assert len(points) == len(by_route) == len(routes)
@@ -984,7 +984,7 @@ def test_attribute_cache_budget_is_shared_by_every_series(
             environ = make_environ(REQUEST_METHOD=method, SERVER_PROTOCOL=version, PATH_INFO=f"/{n}")
             run(wrapped, environ)
     state = environ[STATE_KEY]
-    assert isinstance(state, _Request) and state.metrics is not None
+    assert isinstance(state, TracedRequest) and state.metrics is not None
     sizes = [len(series.sets) for series in state.metrics.series.values()]
     assert len(sizes) == 3
     assert sum(sizes) == state.metrics.cached == _CACHE_LIMIT
