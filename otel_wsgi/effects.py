@@ -179,13 +179,11 @@ class TracedRequest:
             self.series = metrics.series_for(head)
             metrics.begin(self.series)
 
-    def run_request_hook(self) -> None:
-        hook = self.shell.request_hook
-        if hook is not None:
-            try:
-                hook(self.span, self.environ)
-            except Exception:
-                self.shell.log_failure("request_hook")
+    def run_request_hook(self, hook: RequestHook) -> None:
+        try:
+            hook(self.span, self.environ)
+        except Exception:
+            self.shell.log_failure("request_hook")
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
@@ -375,7 +373,8 @@ def wrap(
             return app(environ, start_response)
         token = context.attach(request.context)
         try:
-            request.run_request_hook()
+            if shell.request_hook is not None:
+                request.run_request_hook(shell.request_hook)
             result = app(environ, request.start_response)
         except BaseException as exc:
             request.fail(exc)
