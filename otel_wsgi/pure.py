@@ -188,7 +188,7 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
         sc.URL_PATH: _path(environ)[:limit],
     }
     raw_method = environ_text(environ, "REQUEST_METHOD")
-    if raw_method != head.method:
+    if raw_method and raw_method != head.method:  # no method sent: nothing original to report
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
     query = environ_text(environ, "QUERY_STRING")
     if query:

@@ -458,9 +458,9 @@ METHOD_RECORD_CASES = [
     pytest.param("DELETE", STABLE, "DELETE", "DELETE", None, id="delete"),
     pytest.param("get", STABLE, "HTTP", "_OTHER", "get", id="lowercase-is-other"),
     pytest.param("PROPFIND", STABLE, "HTTP", "_OTHER", "PROPFIND", id="unknown"),
-    pytest.param("", STABLE, "HTTP", "_OTHER", "", id="empty"),
+    pytest.param("", STABLE, "HTTP", "_OTHER", None, id="empty"),
     pytest.param(b"PATCH", STABLE, "PATCH", "PATCH", None, id="bytes"),
-    pytest.param(None, STABLE, "HTTP", "_OTHER", "", id="missing"),
+    pytest.param(None, STABLE, "HTTP", "_OTHER", None, id="missing"),
     pytest.param("get", Config(capture_all_methods=True), "get", "get", None, id="capture-all"),
     pytest.param("FOO", Config(known_methods=frozenset({"FOO"})), "FOO", "FOO", None, id="custom-known"),
 ]
