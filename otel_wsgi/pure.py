@@ -79,10 +79,9 @@ def request_head(environ: Environ, config: Config) -> RequestHead:
     whether the request is traced at all (`excluded_urls`). Cheap: no attribute is built."""
     limit = config.max_attribute_length
     method = environ_text(environ, "REQUEST_METHOD")
-    if method not in config.known_methods:  # cut, so span names and metrics are bounded too
-        method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)[
-            :limit
-        ]
+    if method not in config.known_methods:
+        method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)
+        method = method[:limit]  # any token with capture_all_methods: span names and metrics stay bounded
     scheme = _scheme(environ, config)[:limit]  # X-Forwarded-Proto can be any length
     version = protocol_version(environ_text(environ, "SERVER_PROTOCOL"))
     traced = config.excluded_re is None or not _excluded(environ, config, scheme)
