@@ -19,6 +19,10 @@ settings.register_profile(
 settings.register_profile(
     "dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+# HYPOTHESIS_PROFILE=stress: a long hunt, by hand, for the inputs a CI run is too short to meet.
+settings.register_profile(
+    "stress", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

@@ -984,6 +984,8 @@ JUNK_TEXT = [
 ]  # fmt: skip
 
 TEXT = st.text(max_size=40) | st.sampled_from(JUNK_TEXT)
+
+
 def unchanged(value: object, before: object) -> bool:
     """Equal to its deep copy taken before the call; repr() also equates NaN with NaN."""
     return value == before or repr(value) == repr(before)
