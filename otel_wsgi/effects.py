@@ -134,6 +134,9 @@ class _Shell:
         span = self.tracer.start_span(
             span_name(head.method), parent, kind, attributes, links, start_time=start
         )
+        if span.is_recording():
+            # A tracer that kept the mapping unread must not see the app's edits to the environ.
+            attributes.build()
         ctx = trace.set_span_in_context(span, parent)
         return TracedRequest(self, span, ctx, config, start, environ, start_response, head, nested)
 

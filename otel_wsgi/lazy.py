@@ -20,7 +20,8 @@ from otel_wsgi.types import Attributes, AttributeValue, Environ, RequestHead
 class LazyAttributes(Mapping[str, AttributeValue]):
     """`request_attributes(environ, config, head)`, computed the first time anything reads it.
 
-    The SDK reads recorded spans' attributes inside `start_span`, before the app can touch the environ.
+    The SDK reads a recorded span's attributes inside `start_span`; for any other tracer the middleware
+    builds them right after `start_span` when the span records, so they never see the app's edits.
     """
 
     __slots__ = ("_environ", "_config", "_head", "_built")
@@ -30,6 +31,10 @@ class LazyAttributes(Mapping[str, AttributeValue]):
         self._config = config
         self._head = head
         self._built: Attributes | None = None
+
+    def build(self) -> None:
+        """Build the attributes now, if nothing has read them yet."""
+        self._attributes()
 
     def _attributes(self) -> Attributes:
         built = self._built

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from wsgiref.types import StartResponse, WSGIEnvironment
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    Span,
+    SpanKind,
+    Tracer,
+    TracerProvider,
+    _Links,
+)
+from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.util.types import Attributes
 from typing_extensions import override
 
 from otel_wsgi import Config, wrap
@@ -54,7 +66,7 @@ def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
 
 def serve(sampler: Sampler, env: ReadLog, meter_provider: MeterProvider) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampler)
+    provider = SdkTracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     body = app(env, lambda status, headers, exc_info=None: lambda data: None)
@@ -112,3 +124,57 @@ def test_keys_iterates_in_record_order() -> None:
     lazy = LazyAttributes(environ(), Config(), request_head(environ(), Config()))
     keys: Iterator[str] = iter(lazy.keys())
     assert list(keys) == list(request_record(environ(), Config()).attributes)
+
+
+class KeptSpan(NonRecordingSpan):
+    """A span of a tracer that records but keeps the attribute mapping it was given, unread."""
+
+    @override
+    def is_recording(self) -> bool:
+        return True
+
+
+class KeepingTracer(Tracer):
+    """A tracer (not the SDK's) that stores `attributes` by reference and reads them only later."""
+
+    def __init__(self) -> None:
+        self.kept: list[Mapping[str, object]] = []
+
+    @override
+    def start_span(self, name: str, context: Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
+                   attributes: Attributes = None, links: _Links = None, start_time: int | None = None,
+                   record_exception: bool = True, set_status_on_exception: bool = True) -> Span:  # fmt: skip
+        self.kept.append(attributes if attributes is not None else {})
+        return KeptSpan(INVALID_SPAN_CONTEXT)
+
+    @override
+    @_agnosticcontextmanager
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[Span]:
+        yield self.start_span(*args, **kwargs)
+
+
+class KeepingProvider(TracerProvider):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracer = KeepingTracer()
+
+    @override
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return self.tracer
+
+
+def test_a_recording_span_has_its_attributes_built_before_the_app_runs(meter_provider: MeterProvider) -> None:
+    provider = KeepingProvider()
+
+    def rewriting_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["PATH_INFO"] = "/rewritten"  # a dispatcher editing the environ, as WSGI allows
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = wrap(rewriting_app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    env = environ()
+    env["PATH_INFO"] = "/original"
+    body = app(env, lambda status, headers, exc_info=None: lambda data: None)
+    assert list(body) == [b"ok"] and env["PATH_INFO"] == "/rewritten"
+    (kept,) = provider.tracer.kept
+    assert dict(kept)["url.path"] == "/original"
