@@ -129,6 +129,10 @@ def _check_patterns(name: str, value: object) -> tuple[str, ...]:
             re.compile(item)
         except re.error as exc:
             raise ValueError(f"{name}: invalid regular expression {item!r}: {exc}") from None
+    try:
+        _compile(items, 0)  # valid alone, but one alternation must hold them all (flags, group names)
+    except re.error as exc:
+        raise ValueError(f"{name}: these regular expressions cannot be combined: {exc}") from None
     return items
 
 

@@ -134,6 +134,11 @@ INVALID_CASES = [
     pytest.param("capture_request_headers", ("*x",), id="request-headers-bad-regex"),
     pytest.param("capture_response_headers", ("x-(",), id="response-headers-bad-regex"),
     pytest.param("sanitize_headers", ("secret", "?"), id="sanitize-bad-regex"),
+    # valid alone, but not inside one alternation
+    pytest.param("excluded_urls", ("(?i)/health",), id="excluded-inline-global-flag"),
+    pytest.param(
+        "capture_request_headers", ("(?P<h>x-a)", "(?P<h>x-b)"), id="request-headers-same-group-name"
+    ),
     # a plain str (or bytes, or a scalar) where a tuple of strings is expected
     pytest.param("excluded_urls", "/health", id="excluded-plain-str"),
     pytest.param("capture_request_headers", "x-a", id="request-headers-plain-str"),
