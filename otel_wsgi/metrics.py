@@ -24,7 +24,7 @@ from opentelemetry.metrics import (
 from otel_wsgi import semconv as sc
 from otel_wsgi._version import __version__
 from otel_wsgi.config import Config
-from otel_wsgi.pure import parse_port
+from otel_wsgi.pure import parse_length, parse_port
 from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestHead
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class Metrics:
         sizes: tuple[Histogram, Histogram], request: TracedRequest, attributes: Mapping[str, AttributeValue]
     ) -> None:
         """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
-        request_size = _content_length(request.environ.get("CONTENT_LENGTH"))
+        request_size = parse_length(request.environ.get("CONTENT_LENGTH"))
         if request_size is not None:
             sizes[0].record(request_size, attributes, context=request.context)
         response = request.response
@@ -241,9 +241,3 @@ def _old_set(
         (sc.OLD_NET_HOST_PORT, port),
     )
     return {key: value for key, value in pairs if value is not None}
-
-
-def _content_length(value: object) -> int | None:
-    if isinstance(value, str) and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
-        return int(value)
-    return None

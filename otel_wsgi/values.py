@@ -49,16 +49,20 @@ def parse_status(status: str) -> int | None:
 
 def parse_port(raw: object) -> int | None:
     """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
-    if type(raw) is str and 0 < len(raw) <= 5 and raw.isdigit() and raw.isascii():
-        port = int(raw)  # the common case, first
-        return port if 0 < port < 65536 else None
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw if 0 < raw < 65536 else None
-    text = as_text(raw)
+    text = raw if type(raw) is str else as_text(raw)
     if text is None or not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
         return None
     port = int(text)
     return port if 0 < port < 65536 else None
+
+
+def parse_length(raw: object) -> int | None:
+    """Return a byte count from a decimal string (a Content-Length), or None for anything else."""
+    if isinstance(raw, str) and 0 < len(raw) <= 18 and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 def split_host(host: str) -> tuple[str | None, int | None]:
@@ -171,8 +175,7 @@ def content_length(headers: ResponseHeaders) -> int | None:
     """Return the Content-Length of a response header list, or None if absent or not a number."""
     for name, value in header_pairs(headers):
         if name.lower() == "content-length":
-            value = value.strip()
-            return int(value) if 0 < len(value) <= 18 and value.isascii() and value.isdigit() else None
+            return parse_length(value.strip())
     return None
 
 
