@@ -136,10 +136,14 @@ def _check_patterns(name: str, value: object) -> tuple[str, ...]:
     return items
 
 
-def _check_tokens(name: str, value: object) -> frozenset[str]:
-    items = frozenset(_check_strings(name, value))
+def _check_set(name: str, value: object) -> frozenset[str]:
+    return frozenset(_check_strings(name, value))
+
+
+def _check_methods(name: str, value: object) -> frozenset[str]:
+    items = _check_set(name, value)
     for item in items:
-        if name == "known_methods" and _TOKEN.fullmatch(item) is None:
+        if _TOKEN.fullmatch(item) is None:
             raise ValueError(f"{name}: {item!r} is not an HTTP method token")
     return items
 
@@ -162,9 +166,9 @@ _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "capture_request_headers": _check_patterns,
     "capture_response_headers": _check_patterns,
     "sanitize_headers": _check_patterns,
-    "known_methods": _check_tokens,
+    "known_methods": _check_methods,
     "capture_all_methods": _check_bool,
-    "redact_query_params": _check_tokens,
+    "redact_query_params": _check_set,
     "max_attribute_length": _check_positive,
     "body_size_metrics": _check_bool,
     "trust_remote_context": _check_bool,

@@ -227,8 +227,7 @@ def _scheme(environ: Environ, config: Config) -> str:
     if scheme not in DEFAULT_PORTS:
         scheme = scheme.lower() if SCHEME.fullmatch(scheme.lower()) else "http"
     if config.forwarded_headers:
-        forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
-        proto = forwarded.get("proto") or _first(environ_text(environ, "HTTP_X_FORWARDED_PROTO"))
+        proto = _proxied(environ, "proto", "HTTP_X_FORWARDED_PROTO")
         if proto and SCHEME.fullmatch(proto.lower()):
             scheme = proto.lower()
     return scheme
@@ -239,10 +238,7 @@ def _server(environ: Environ, config: Config, scheme: str) -> tuple[str | None, 
     host = environ_text(environ, "HTTP_HOST")
     address, port = split_host(host) if host else (None, None)
     if config.forwarded_headers:
-        forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
-        proxied, proxied_port = split_host(
-            forwarded.get("host") or _first(environ_text(environ, "HTTP_X_FORWARDED_HOST"))
-        )
+        proxied, proxied_port = split_host(_proxied(environ, "host", "HTTP_X_FORWARDED_HOST"))
         if proxied is not None:  # the proxy's host without a port means the scheme's default port
             address, port = proxied, proxied_port or DEFAULT_PORTS.get(scheme)
     if address is None:
@@ -305,9 +301,14 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
 def _forwarded_client(environ: Environ) -> tuple[str | None, int | None]:
     """Return the original client from `Forwarded` (RFC 7239, first element) or `X-Forwarded-For`
     (first entry); (None, None) when absent or junk, so the socket peer stays the client."""
-    forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
-    origin = forwarded.get("for") or _first(environ_text(environ, "HTTP_X_FORWARDED_FOR"))
+    origin = _proxied(environ, "for", "HTTP_X_FORWARDED_FOR")
     return _node(origin) if origin else (None, None)
+
+
+def _proxied(environ: Environ, parameter: str, legacy_key: str) -> str:
+    """Return a `Forwarded` parameter (RFC 7239, first element), else the first `X-Forwarded-*` entry."""
+    forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
+    return forwarded.get(parameter) or _first(environ_text(environ, legacy_key))
 
 
 def _forwarded_pairs(header: str) -> dict[str, str]:
@@ -323,8 +324,7 @@ def _forwarded_pairs(header: str) -> dict[str, str]:
 def _node(origin: str) -> tuple[str | None, int | None]:
     """Split a forwarded client node (`1.2.3.4`, `[2001:db8::1]:4711`, `unknown`) into address and port."""
     if origin.startswith("["):
-        address, port = split_host(origin)
-        return address, port
+        return split_host(origin)
     if origin.count(":") == 1:
         name, _, port_text = origin.partition(":")
         return name or None, parse_port(port_text)
