@@ -63,11 +63,7 @@ class Body:
             raise
         finally:
             context.detach(token)
-        try:
-            request.sent += len(chunk)
-        except TypeError:
-            pass  # not bytes: the server will say so, not us
-        return chunk
+        return _counted(request, chunk)
 
     def close(self) -> None:
         self._request.close(close_of(self._result))
@@ -93,12 +89,16 @@ class SequenceBody(SizedBody):
 
     @override
     def __next__(self) -> bytes:
-        chunk = next(self._iterator)  # type: ignore[arg-type]  # set in __init__
-        try:
-            self._request.sent += len(chunk)
-        except TypeError:
-            pass  # not bytes: the server will say so, not us
-        return chunk
+        return _counted(self._request, next(self._iterator))  # type: ignore[arg-type]  # set in __init__
+
+
+def _counted(owner: Owner, chunk: bytes) -> bytes:
+    """Add a chunk's size to the bytes sent (body-size metrics) and return it."""
+    try:
+        owner.sent += len(chunk)
+    except TypeError:
+        pass  # not bytes: the server will say so, not us
+    return chunk
 
 
 def close_of(result: object) -> Callable[[], object] | None:

@@ -306,9 +306,8 @@ class TracedRequest:
         if not span.is_recording():
             return
         if self.route is not None:
-            route = self.route[: self.config.max_attribute_length]  # as on the metric
-            span.update_name(span_name(self.head.method, route))
-            span.set_attribute(sc.HTTP_ROUTE, route)
+            span.update_name(span_name(self.head.method, self.route))
+            span.set_attribute(sc.HTTP_ROUTE, self.route)
         response = self.response
         if response is not None:
             attributes = response.attributes
@@ -333,7 +332,7 @@ def set_route(environ: WSGIEnvironment, route: str) -> None:
     state = environ.get(_STATE_KEY)
     # `route` is checked at run time too: frameworks call this from untyped code.
     while isinstance(state, TracedRequest) and isinstance(route, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        state.route = route
+        state.route = route[: state.config.max_attribute_length]  # bounded once, for span and metric
         state = state.outer
 
 

@@ -174,8 +174,6 @@ class Metrics:
     ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
         """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
         head, response, route = request.head, request.response, request.route
-        if route is not None:
-            route = route[: request.config.max_attribute_length]  # as on the span
         code = None if response is None else response.status_code
         error = request.error
         error_type = type(error).__qualname__ if error is not None else None
