@@ -201,7 +201,7 @@ class TracedRequest:
         if self.config.traceresponse:
             headers = self.with_traceresponse(headers)
         try:
-            self.response = self.response_record(status, headers)
+            self.response = self.cached_response_record(status, headers)
         except Exception:
             self.shell.log_failure("response attributes")
         if exc_info is None:
@@ -210,7 +210,7 @@ class TracedRequest:
             write = self.server_start_response(status, headers, exc_info)
         return write if self.metrics is None or not self.config.body_size_metrics else self.counting(write)
 
-    def response_record(self, status: str, headers: list[tuple[str, str]]) -> ResponseRecord:
+    def cached_response_record(self, status: str, headers: list[tuple[str, str]]) -> ResponseRecord:
         """Return the record of this response, from the per-wrap cache when it depends on the status only."""
         cache = self.shell.statuses
         if cache is None:
