@@ -39,7 +39,7 @@ from otel_wsgi.pure import (
 )
 from otel_wsgi.types import SCHEMA_URL, OptExcInfo, RequestHead, ResponseRecord
 
-__all__ = ["RequestHook", "ResponseHook", "set_route", "wrap"]
+__all__ = ["RequestHook", "ResponseHook", "record_exception", "set_route", "wrap"]
 
 #: Called once per traced request, right after the span starts, with the span current.
 RequestHook = Callable[[Span, WSGIEnvironment], None]
@@ -333,6 +333,18 @@ def set_route(environ: WSGIEnvironment, route: str) -> None:
     # `route` is checked at run time too: frameworks call this from untyped code.
     while isinstance(state, TracedRequest) and isinstance(route, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         state.route = route[: state.config.max_attribute_length]  # bounded once, for span and metric
+        state = state.outer
+
+
+def record_exception(environ: WSGIEnvironment, exception: BaseException) -> None:
+    """Report an exception the framework turned into a response (a 500 page) for the current request.
+
+    The span gets the exception event, ERROR status and `error.type` as if the exception had reached the
+    middleware; if it does reach it later, it is not recorded twice. Without the middleware it does nothing.
+    """
+    state = environ.get(_STATE_KEY)
+    while isinstance(state, TracedRequest):
+        state.fail(exception)
         state = state.outer
 
 

@@ -70,7 +70,7 @@ from opentelemetry.util.types import Attributes
 from typing_extensions import override
 
 import otel_wsgi
-from otel_wsgi import Config, set_route, wrap
+from otel_wsgi import Config, record_exception, set_route, wrap
 from otel_wsgi import semconv as sc
 from otel_wsgi.pure import request_record
 from otel_wsgi.types import SCHEMA_URL
@@ -1246,3 +1246,48 @@ def test_rule7_non_bytes_chunks_reach_the_server_unchanged(
     assert list(body) == chunks
     close_body(body)
     assert one_span(exporter).end_time is not None
+
+
+# --- record_exception ---
+
+
+def handled_error_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """Like a framework: catches the view's exception, reports it, answers 500."""
+    try:
+        raise LookupError("no such user")
+    except LookupError as error:
+        record_exception(environ, error)
+    start_response("500 Internal Server Error", list(HEADERS))
+    return [b"oops"]
+
+
+def test_record_exception_marks_the_span_with_the_handled_exception(
+    traced: Traced, exporter: InMemorySpanExporter
+) -> None:
+    assert run(traced(handled_error_app), make_environ()).body == b"oops"
+    span = one_span(exporter)
+    assert attributes(span)[sc.ERROR_TYPE] == "LookupError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+
+
+def test_record_exception_then_the_same_exception_raised_is_recorded_once(
+    traced: Traced, exporter: InMemorySpanExporter
+) -> None:
+    error = LookupError("no such user")
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        record_exception(environ, error)
+        raise error
+
+    with pytest.raises(LookupError) as raised:
+        run(traced(app), make_environ())
+    assert raised.value is error
+    assert [event.name for event in one_span(exporter).events] == ["exception"]
+
+
+def test_record_exception_without_middleware_does_nothing() -> None:
+    environ = make_environ()
+    before = dict(environ)
+    record_exception(environ, LookupError("x"))
+    assert environ == before
