@@ -115,6 +115,8 @@ def test_lazy_attributes_behave_as_the_record_attributes() -> None:
     assert MappingProxyType(lazy).copy() == expected  # what the SDK's SamplingResult does
     assert lazy["url.query"] == "a=1"
     assert "user_agent.original" in lazy
+    assert list(lazy.values()) == list(expected.values())
+    assert list(lazy.items()) == list(expected.items())
     reads = len(env.read)
     assert list(iter(lazy)) == list(expected)
     assert len(env.read) == reads  # built once

@@ -553,6 +553,31 @@ def test_unsampled_requests_are_still_measured(
     assert active_total(reader) == 0
 
 
+def test_unsampled_request_that_raises_is_measured_with_its_error_type(
+    meter_provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    exporter = InMemorySpanExporter()
+    unsampled = TracerProvider(sampler=ALWAYS_OFF)
+    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
+    error = Failures.AppError("unsampled failure")
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        raise error
+
+    try:
+        wrapped = wrap(app, config=Config(), tracer_provider=unsampled, meter_provider=meter_provider)
+        with pytest.raises(Failures.AppError) as raised:
+            run(wrapped)
+    finally:
+        unsampled.shutdown()
+    assert raised.value is error
+    assert exporter.get_finished_spans() == ()
+    point = only_point(reader, DURATION)
+    assert attrs(point) == {**BASE, "http.response.status_code": 200, "error.type": "Failures.AppError"}
+    assert active_total(reader) == 0
+
+
 def test_nested_layer_records_nothing_extra(
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -988,3 +1013,24 @@ def test_attribute_cache_budget_is_shared_by_every_series(
     sizes = [len(series.sets) for series in state.metrics.series.values()]
     assert len(sizes) == 3
     assert sum(sizes) == state.metrics.cached == _CACHE_LIMIT
+
+
+def test_request_series_past_the_cache_cap_are_still_measured_apart(provider: TracerProvider) -> None:
+    # More distinct methods (all captured) than the cache holds: the ones past the cap are built per request.
+    methods = [f"M{n}" for n in range(_CACHE_LIMIT + 20)]
+    reader = InMemoryMetricReader(cardinality_limits={HistogramInstrument: len(methods) + 10})
+    meter_provider = MeterProvider(metric_readers=[reader])
+    try:
+        config = Config(capture_all_methods=True)
+        wrapped = wrap(hello, config=config, tracer_provider=provider, meter_provider=meter_provider)
+        for method in [*methods, *methods[-3:]]:
+            run(wrapped, make_environ(REQUEST_METHOD=method))
+        points = histogram_points(collect(reader)[DURATION])
+    finally:
+        meter_provider.shutdown()
+    by_method = {attrs(point)["http.request.method"]: point for point in points}
+    assert set(by_method) == set(methods)
+    for n, method in enumerate(methods):
+        point = by_method[method]
+        assert attrs(point) == {**BASE, "http.request.method": method, "http.response.status_code": 200}
+        assert point.count == (2 if n >= len(methods) - 3 else 1)

@@ -28,6 +28,7 @@ from otel_wsgi.pure import (
     parse_status,
     protocol_version,
     request_record,
+    response_header_attributes,
     response_record,
     span_name,
     split_host,
@@ -879,6 +880,14 @@ def test_response_header_capture(
         if key.startswith("http.response.header.")
     }
     assert found == expected
+
+
+@pytest.mark.parametrize("config", [STABLE, OLD, DUP], ids=["stable", "old", "dup"])
+def test_response_header_attributes_capture_nothing_unless_asked(config: Config) -> None:
+    # Called on its own (it is public), not only through response_record, which skips it.
+    assert response_header_attributes(JUNK_HEADERS, config) == {}
+    asked = Config(semconv=config.semconv, capture_response_headers=("x-a",))
+    assert response_header_attributes(JUNK_HEADERS, asked) != {}
 
 
 @pytest.mark.parametrize(
