@@ -1,4 +1,4 @@
-"""Each `Config` field's effect on exported spans, through `wrap()` and the real SDK (issues 4 and 5)."""
+"""Each `Config` field's effect on exported spans, through `wrap()` and the real SDK."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ EXCLUSION_CASES = [
 
 
 @pytest.mark.parametrize(("patterns", "overrides", "excluded"), EXCLUSION_CASES)
-def test_excluded_urls(
+def test_excluded_urls_are_searched_in_the_url_without_query(
     harness: Harness, patterns: tuple[str, ...], overrides: dict[str, str], excluded: bool
 ) -> None:
     environ = make_environ(**{"HTTP_HOST": "example.com", **overrides})
@@ -261,7 +261,7 @@ REQUEST_CAPTURE_CASES = [
 
 @pytest.mark.parametrize("mode", ["stable", "dup"])
 @pytest.mark.parametrize(("patterns", "headers", "expected"), REQUEST_CAPTURE_CASES)
-def test_request_header_capture(
+def test_request_headers_matching_in_full_and_any_case_are_captured(
     harness: Harness,
     mode: SemconvMode,
     patterns: tuple[str, ...],
@@ -292,7 +292,7 @@ RESPONSE_CAPTURE_CASES = [
 
 @pytest.mark.parametrize("mode", ["stable", "dup"])
 @pytest.mark.parametrize(("patterns", "headers", "expected"), RESPONSE_CAPTURE_CASES)
-def test_response_header_capture(
+def test_response_headers_are_captured_per_occurrence_and_sent_unchanged(
     harness: Harness,
     mode: SemconvMode,
     patterns: tuple[str, ...],
@@ -308,7 +308,7 @@ def test_response_header_capture(
     assert captured == expected
 
 
-def test_old_mode_header_names_and_joining(harness: Harness) -> None:
+def test_old_mode_header_names_use_underscores_and_join_repeated_values(harness: Harness) -> None:
     config = Config(
         semconv="old", capture_request_headers=("custom-header",), capture_response_headers=("x-multi-value",)
     )
@@ -375,7 +375,7 @@ SANITIZE_CASES = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("config", "environ_key", "header"), SANITIZE_CASES)
-def test_sanitized_request_header(
+def test_sanitized_request_header_value_is_redacted_from_the_span(
     harness: Harness, mode: SemconvMode, config: Config, environ_key: str, header: str
 ) -> None:
     secret = "Bearer s3cr3t-t0ken-value"
@@ -386,7 +386,9 @@ def test_sanitized_request_header(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_sanitized_response_headers(harness: Harness, mode: SemconvMode) -> None:
+def test_sanitized_response_headers_are_redacted_from_the_span_not_the_response(
+    harness: Harness, mode: SemconvMode
+) -> None:
     app = make_app(
         [("Set-Cookie", "sid=s3cr3t-1"), ("Set-Cookie", "csrf=s3cr3t-2"), ("X-Token-Out", "s3cr3t-3")]
     )
@@ -446,7 +448,7 @@ def test_query_secret_never_exported(harness: Harness, mode: SemconvMode, overri
             assert "http.target" not in attributes
 
 
-def test_custom_redact_params(harness: Harness) -> None:
+def test_custom_redact_params_replace_the_default_list(harness: Harness) -> None:
     config = Config(redact_query_params=frozenset({"token"}), semconv="dup")
     environ = make_environ(QUERY_STRING=f"token={SECRET}&sig=visible&Token=kept", RAW_URI=f"/?token={SECRET}")
     span, _ = harness.request(config, environ)
@@ -562,7 +564,7 @@ METHOD_CASES = [
 
 
 @pytest.mark.parametrize(("config", "method", "route", "name", "attribute", "original"), METHOD_CASES)
-def test_methods_on_span(
+def test_unknown_method_is_other_and_never_puts_the_path_in_the_span_name(
     harness: Harness,
     config: Config,
     method: str,
@@ -588,7 +590,7 @@ def test_methods_on_span(
             assert attributes["http.method"] == attribute
 
 
-# --- trust_remote_context (issue 5) ---
+# --- trust_remote_context ---
 
 REMOTE_HEADERS = {"HTTP_TRACEPARENT": TRACEPARENT, "HTTP_BAGGAGE": "tenant=acme,user=42"}
 
@@ -645,7 +647,7 @@ def test_trusted_remote_context_is_the_parent(sampled: Harness, sampler: Recordi
     assert seen.baggage == {"tenant": "acme", "user": "42"}
 
 
-# --- forwarded_headers (issue 5) ---
+# --- forwarded_headers ---
 
 SOCKET = {
     "REMOTE_ADDR": "10.0.0.5",
@@ -690,7 +692,7 @@ FORWARDED_CASES = [
 
 @pytest.mark.parametrize(("headers", "expected"), FORWARDED_CASES)
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "forged"])
-def test_forwarded_headers(
+def test_forwarded_headers_are_used_only_when_trusted(
     harness: Harness,
     headers: dict[str, str],
     expected: tuple[str, int | None, str, str, int],
@@ -712,7 +714,7 @@ def test_forwarded_headers(
     assert attributes["net.peer.port"] == 40000
 
 
-# --- traceresponse (issue 5) ---
+# --- traceresponse ---
 
 
 def _traceresponse(server: Server) -> list[str]:
@@ -754,7 +756,7 @@ def test_traceresponse_not_duplicated(harness: Harness, name: str) -> None:
     assert server.headers == [(name, app_value)]
 
 
-def test_traceresponse_off(harness: Harness) -> None:
+def test_no_traceresponse_header_by_default(harness: Harness) -> None:
     _, server = harness.request(Config(), app=make_app([("X-A", "1")]))
     assert server.headers == [("X-A", "1")]
 
@@ -813,7 +815,7 @@ KEY_CASES = [
 
 @pytest.mark.parametrize(("mode", "overrides", "keys"), KEY_CASES)
 @pytest.mark.parametrize("route", [None, "/users/{id}"], ids=["no-route", "route"])
-def test_exact_keys_per_mode(
+def test_each_semconv_mode_emits_exactly_its_keys(
     harness: Harness, mode: SemconvMode, overrides: dict[str, str], keys: set[str], route: str | None
 ) -> None:
     span, _ = harness.request(
@@ -825,7 +827,7 @@ def test_exact_keys_per_mode(
 
 
 @pytest.mark.parametrize("mode", ["old", "dup"])
-def test_old_values(harness: Harness, mode: SemconvMode) -> None:
+def test_old_mode_attribute_values(harness: Harness, mode: SemconvMode) -> None:
     attributes = harness.attributes(Config(semconv=mode), make_environ(**CANONICAL))
     old = {key: attributes[key] for key in OLD_KEYS | {"http.url"}}
     assert old == {

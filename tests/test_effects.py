@@ -1,7 +1,8 @@
-"""`wrap()` end to end (issue 3): real SDK spans in an `InMemorySpanExporter`, environs from wsgiref.
+"""`wrap()` end to end: real SDK spans in an `InMemorySpanExporter`, environs from wsgiref.
 
-Each lifecycle rule of issue 3 has tests named `test_rule<N>_...`; each is a bug of the reference
-middleware (reference-middleware.md A.6, A.7, B) that these tests would catch.
+Each of the README's "Lifecycle guarantees" (numbered 1 to 6 there) has tests named `test_rule<N>_...`;
+each catches a bug a generator-based body wrapper would have (a span left open when the server closes
+early, a context leaking into the next request, a lost `wsgi.file_wrapper` or `len()`).
 """
 
 from __future__ import annotations
@@ -927,12 +928,12 @@ def test_rule5_start_response_returns_the_servers_write(traced: Traced, body_siz
         assert writes[0] == server.write
 
 
-# --- lifecycle rule 6: BaseException ---
+# --- exit, interrupt and generator close (BaseException): not errors ---
 
 
 @pytest.mark.parametrize("where", ["call", "iteration", "close"])
 @pytest.mark.parametrize("make_error", [KeyboardInterrupt, SystemExit, GeneratorExit])
-def test_rule6_base_exception_ends_the_span_without_error_and_restores_context(
+def test_base_exception_ends_the_span_without_error_and_restores_context(
     traced: Traced,
     exporter: InMemorySpanExporter,
     caplog: pytest.LogCaptureFixture,
@@ -953,7 +954,7 @@ def test_rule6_base_exception_ends_the_span_without_error_and_restores_context(
         assert result.close_calls == 1
 
 
-# --- lifecycle rule 7: tracing never breaks the app ---
+# --- lifecycle rule 6: tracing never breaks the app ---
 
 MALFORMED_ENVIRONS = [
     pytest.param({"SERVER_PORT": "abc"}, (), id="server-port-abc"),
@@ -991,7 +992,7 @@ def malformed(extra: Mapping[str, object], removed: tuple[str, ...]) -> WSGIEnvi
 
 
 @pytest.mark.parametrize(("extra", "removed"), MALFORMED_ENVIRONS)
-def test_rule7_malformed_environ_changes_neither_bytes_nor_exceptions(
+def test_rule6_malformed_environ_changes_neither_bytes_nor_exceptions(
     traced: Traced,
     exporter: InMemorySpanExporter,
     extra: Mapping[str, object],
@@ -1018,7 +1019,7 @@ def test_rule7_malformed_environ_changes_neither_bytes_nor_exceptions(
         pytest.param("99 Too Low", None, id="two-digits"),
     ],
 )
-def test_rule7_odd_status_lines_reach_the_server_unchanged(
+def test_rule6_odd_status_lines_reach_the_server_unchanged(
     traced: Traced, exporter: InMemorySpanExporter, status: str, code: int | None
 ) -> None:
     expected = run(list_app(status=status), make_environ())
@@ -1029,7 +1030,7 @@ def test_rule7_odd_status_lines_reach_the_server_unchanged(
         assert attributes(span).get(sc.HTTP_RESPONSE_STATUS_CODE) == code
 
 
-def test_rule7_raising_propagator_still_traces_the_request(
+def test_rule6_raising_propagator_still_traces_the_request(
     traced: Traced, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = traced(generator_app(), propagator=RaisingPropagator())
@@ -1046,7 +1047,7 @@ def test_rule7_raising_propagator_still_traces_the_request(
     )
 
 
-def test_rule7_raising_sampler_passes_the_request_through(
+def test_rule6_raising_sampler_passes_the_request_through(
     make_provider: ProviderFactory, meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     tracer_provider, exporter = make_provider(RaisingSampler())
@@ -1071,7 +1072,7 @@ def test_rule7_raising_sampler_passes_the_request_through(
         pytest.param(uwsgi_file_wrapper, id="uwsgi-style-file-wrapper"),
     ],
 )
-def test_rule7_result_whose_getattr_raises_is_served_unchanged(
+def test_rule6_result_whose_getattr_raises_is_served_unchanged(
     traced: Traced, exporter: InMemorySpanExporter, file_wrapper: object
 ) -> None:
     # A lazy proxy answers only what it defines; our attribute probes must not turn into its errors.
@@ -1082,10 +1083,10 @@ def test_rule7_result_whose_getattr_raises_is_served_unchanged(
     assert one_span(exporter).end_time is not None
 
 
-# --- lifecycle rule 8: per-app work at wrap time ---
+# --- per-app work happens once, at wrap time ---
 
 
-def test_rule8_no_config_or_tracer_lookup_per_request(
+def test_config_and_tracer_are_looked_up_at_wrap_time_not_per_request(
     monkeypatch: pytest.MonkeyPatch,
     provider: TracerProvider,
     meter_provider: MeterProvider,
@@ -1182,7 +1183,7 @@ class ProxyWithoutClose:
         raise RuntimeError(f"proxy has no {name}")
 
 
-def test_rule7_result_whose_close_lookup_raises_still_ends_the_span(
+def test_rule6_result_whose_close_lookup_raises_still_ends_the_span(
     traced: Traced, exporter: InMemorySpanExporter
 ) -> None:
     assert run(traced(result_app(ProxyWithoutClose())), make_environ()).body == b"".join(BODY)
@@ -1217,7 +1218,7 @@ class RaisingMeterProvider(metrics_api.MeterProvider):
         return RaisingMeter(name)
 
 
-def test_rule7_raising_metrics_break_neither_the_response_nor_the_span(
+def test_rule6_raising_metrics_break_neither_the_response_nor_the_span(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     meters = RaisingMeterProvider()
@@ -1235,7 +1236,7 @@ def test_rule7_raising_metrics_break_neither_the_response_nor_the_span(
     "status",
     [pytest.param(b"200 OK", id="bytes"), pytest.param(["200 OK"], id="unhashable-list")],
 )
-def test_rule7_non_text_status_reaches_the_server_unchanged(
+def test_rule6_non_text_status_reaches_the_server_unchanged(
     traced: Traced, exporter: InMemorySpanExporter, status: object
 ) -> None:
     # A buggy app passes a status that is not a str: the server, not the tracer, must object.
@@ -1293,7 +1294,7 @@ class BrokenTracerProvider(trace.NoOpTracerProvider):
         return BrokenTracer()
 
 
-def test_rule7_raising_span_methods_do_not_break_the_response(
+def test_rule6_raising_span_methods_do_not_break_the_response(
     meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     BrokenSpan.ended = 0
@@ -1322,7 +1323,7 @@ class HostileError(Exception):
 @pytest.mark.xfail(
     strict=True, reason="known bug: recording the exception calls str(), which replaces the app's error"
 )
-def test_rule7_hostile_exception_is_reraised_itself_and_ends_the_span(
+def test_rule6_hostile_exception_is_reraised_itself_and_ends_the_span(
     traced: Traced, exporter: InMemorySpanExporter
 ) -> None:
     error = HostileError()
@@ -1331,7 +1332,7 @@ def test_rule7_hostile_exception_is_reraised_itself_and_ends_the_span(
 
 
 @pytest.mark.parametrize("container", [list, iter], ids=["list-body", "iterator-body"])
-def test_rule7_non_bytes_chunks_reach_the_server_unchanged(
+def test_rule6_non_bytes_chunks_reach_the_server_unchanged(
     traced: Traced, exporter: InMemorySpanExporter, container: Callable[[list[object]], Iterable[object]]
 ) -> None:
     # A buggy app yields an int: the server, not the tracer, must be the one to object.

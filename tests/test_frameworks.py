@@ -170,7 +170,7 @@ def _check_span(span: ReadableSpan, path_info: str, status: int, route: str | No
 
 
 @pytest.mark.parametrize(("framework", "path_info", "status", "body", "route"), CASES)
-def test_framework_in_process(
+def test_framework_route_names_the_span_in_process(
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
     framework: str,
@@ -218,7 +218,9 @@ def served(request: pytest.FixtureRequest, provider: TracerProvider) -> Iterator
     ],
     indirect=["served"],
 )
-def test_framework_over_real_server(served: int, exporter: InMemorySpanExporter, route: str) -> None:
+def test_framework_route_names_the_span_over_a_real_server(
+    served: int, exporter: InMemorySpanExporter, route: str
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
     try:
         connection.request("GET", "/hello/world")

@@ -1,4 +1,4 @@
-"""HTTP server metrics (issue 6): instruments, attribute sets, and agreement with the spans.
+"""HTTP server metrics: instruments, attribute sets, and agreement with the spans.
 
 Every test runs the wrapped app against a real SDK `MeterProvider` + `InMemoryMetricReader`; the test
 itself plays the WSGI server (call, iterate, close), so it can look at the metrics mid-response.
@@ -44,7 +44,9 @@ OLD_DURATION: str = "http.server.duration"
 REQUEST_SIZE: str = "http.server.request.body.size"
 RESPONSE_SIZE: str = "http.server.response.body.size"
 # The bucket advice the HTTP semantic conventions give for the request duration (seconds).
-SPEC_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+SEMCONV_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+)  # fmt: skip
 # Where the middleware keeps its per-request state in the environ (read to inspect the cache).
 STATE_KEY: str = "otel_wsgi.request"
 
@@ -205,7 +207,7 @@ def test_instruments_names_units_descriptions_and_buckets(
     duration = metrics[DURATION]
     assert (duration.unit, duration.description) == ("s", "Duration of HTTP server requests.")
     (point,) = histogram_points(duration)
-    assert tuple(point.explicit_bounds) == SPEC_BUCKETS
+    assert tuple(point.explicit_bounds) == SEMCONV_BUCKETS
     assert point.count == 1
 
     active_requests = metrics[ACTIVE]
@@ -761,7 +763,7 @@ def test_dup_semconv_records_both_histograms(
     (span,) = exporter.get_finished_spans()
     assert stable.sum == seconds(span)
     assert old.sum == seconds(span) * 1000
-    # Like the reference in dup mode, the active set carries both names.
+    # As in opentelemetry-instrumentation-wsgi's dup mode, the active set carries both names.
     assert active(reader) == [
         (
             {

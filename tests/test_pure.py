@@ -1,6 +1,6 @@
 """The pure core: a table per rule of the stable HTTP conventions, then Hypothesis properties.
 
-Expected values come from the issue texts (the conventions, PEP 3333, RFC 3986/9110), never from
+Expected values come from the HTTP semantic conventions, PEP 3333 and RFC 3986/9110, never from
 running the code under test.
 """
 

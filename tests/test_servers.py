@@ -247,7 +247,7 @@ BODY_CASES: Final = [
 
 
 @pytest.mark.parametrize(("make_body", "closes_expected"), BODY_CASES)
-def test_body_shapes(
+def test_every_body_shape_is_served_whole_and_ends_one_span(
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -293,7 +293,7 @@ class _LoggedFile(io.FileIO):
         super().close()
 
 
-def test_file_wrapper_keeps_server_object(
+def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_ends(
     server: Server,
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
@@ -343,7 +343,7 @@ RAISE_CASES: Final = [
 
 
 @pytest.mark.parametrize(("where", "client_status", "closes_expected"), RAISE_CASES)
-def test_app_raises(
+def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -379,7 +379,7 @@ def test_app_raises(
     assert [event.name for event in span.events] == ["exception"]
 
 
-def test_traceparent_becomes_parent_per_request(
+def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -419,7 +419,7 @@ def test_traceparent_becomes_parent_per_request(
     assert seen == parents
 
 
-def test_client_disconnect_mid_stream(
+def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -576,7 +576,7 @@ GUNICORN_CASES: Final = [
 
 
 @pytest.mark.parametrize(("path", "status", "body", "name", "span_status", "error_type"), GUNICORN_CASES)
-def test_gunicorn(
+def test_gunicorn_serves_each_response_kind_with_one_span(
     gunicorn: Gunicorn,
     path: str,
     status: int,
