@@ -1,4 +1,5 @@
-"""Small typed WSGI apps, response iterables and a server-side driver shared by the effects tests.
+"""The test harness every test file shares: environs, a recording server, apps, response iterables,
+samplers, metric readers and real servers on 127.0.0.1 (fixtures built on these are in conftest.py).
 
 Nothing here is a mock: the apps are real WSGI callables and `Server` is the server half of the
 PEP 3333 contract (it records what `start_response` received and what `write` was given).
@@ -6,17 +7,30 @@ PEP 3333 contract (it records what `start_response` received and what `write` wa
 
 from __future__ import annotations
 
+import http.client
 import io
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 from wsgiref.handlers import SimpleHandler
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import setup_testing_defaults
 
+import pytest
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.metrics.export import (
+    Histogram,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 from typing_extensions import override
@@ -26,9 +40,13 @@ from otel_wsgi.types import OptExcInfo
 Headers = list[tuple[str, str]]
 #: What a server records of one `start_response` call.
 Call = tuple[str, Headers, OptExcInfo | None]
+#: `wrap` with the test's providers bound (the `traced` fixture); keyword arguments override them.
+Traced = Callable[..., WSGIApplication]
 
 BODY = (b"hello", b" ", b"world")
 HEADERS: Headers = [("Content-Type", "text/plain")]
+#: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
+DEADLINE: Final = 15.0
 
 
 @runtime_checkable
@@ -36,11 +54,15 @@ class SupportsClose(Protocol):
     def close(self) -> object: ...
 
 
-def make_environ(extra: Mapping[str, object] | None = None) -> WSGIEnvironment:
-    """Return a complete PEP 3333 environ (`setup_testing_defaults`), updated with `extra`."""
+def make_environ(extra: Mapping[str, object] | None = None, /, **overrides: object) -> WSGIEnvironment:
+    """Return a complete PEP 3333 environ (`setup_testing_defaults`) updated with `extra`, then `overrides`.
+
+    `extra` is positional (`make_environ({"PATH_INFO": "/x"})`), so keys that are not identifiers fit too.
+    """
     environ: WSGIEnvironment = {"QUERY_STRING": ""}
     setup_testing_defaults(environ)
     environ.update(extra or {})
+    environ.update(overrides)
     return environ
 
 
@@ -68,6 +90,16 @@ class Server:
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
+    @property
+    def status(self) -> str | None:
+        """The status of the last `start_response` call, if any."""
+        return self.calls[-1][0] if self.calls else None
+
+    @property
+    def headers(self) -> Headers:
+        """The headers of the last `start_response` call (none before the first)."""
+        return self.calls[-1][1] if self.calls else []
+
 
 @dataclass(frozen=True)
 class Response:
@@ -78,10 +110,12 @@ class Response:
     body: bytes
 
 
-def run(app: WSGIApplication, environ: WSGIEnvironment, server: Server | None = None) -> Response:
-    """Call `app` like a server: iterate the body, then always close it."""
+def run(
+    app: WSGIApplication, environ: WSGIEnvironment | None = None, server: Server | None = None
+) -> Response:
+    """Call `app` like a server (a default `make_environ()`): iterate the body, then always close it."""
     server = Server() if server is None else server
-    body = app(environ, server.start_response)
+    body = app(make_environ() if environ is None else environ, server.start_response)
     try:
         chunks = [*server.written, *body]
     finally:
@@ -306,10 +340,12 @@ class SamplerCall:
 
 
 class RecordingSampler(Sampler):
-    """Sample everything, remembering what `should_sample` was given: proof of what exists at span start."""
+    """Remember what each `should_sample` call was shown (proof of what exists at span start), then
+    decide as `decide` does: by default the SDK's own default, `ParentBased(ALWAYS_ON)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, decide: Sampler | None = None) -> None:
         self.calls: list[SamplerCall] = []
+        self.decide = ParentBased(ALWAYS_ON) if decide is None else decide
 
     @override
     def should_sample(
@@ -324,8 +360,109 @@ class RecordingSampler(Sampler):
     ) -> SamplingResult:
         parent = get_current_span(parent_context).get_span_context()
         self.calls.append(SamplerCall(name, kind, dict(attributes or {}), tuple(links or ()), parent))
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # the SDK takes them from here
+        return self.decide.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )  # the SDK takes the span's attributes from the result
 
     @override
     def get_description(self) -> str:
-        return "RecordingSampler"
+        return f"RecordingSampler({self.decide.get_description()})"
+
+
+# --- metric readers ---
+
+
+def collect(reader: InMemoryMetricReader) -> dict[str, Metric]:
+    """All metrics by name; a name seen twice (a duplicate instrument) fails the test."""
+    data = reader.get_metrics_data()
+    found: dict[str, Metric] = {}
+    if data is None:
+        return found
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                assert metric.name not in found, f"two streams named {metric.name}"
+                found[metric.name] = metric
+    return found
+
+
+def histogram_points(metric: Metric) -> list[HistogramDataPoint]:
+    assert isinstance(metric.data, Histogram)
+    return list(metric.data.data_points)
+
+
+def sum_points(metric: Metric) -> list[NumberDataPoint]:
+    assert isinstance(metric.data, Sum)
+    return list(metric.data.data_points)
+
+
+def duration_count(reader: InMemoryMetricReader) -> int:
+    """How many requests `http.server.request.duration` has recorded."""
+    metric = collect(reader).get("http.server.request.duration")
+    return 0 if metric is None else sum(point.count for point in histogram_points(metric))
+
+
+# --- real servers on 127.0.0.1 ---
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def once(action: Callable[[], None]) -> Callable[[], None]:
+    """Return `action` made idempotent: a test may stop its server, and the fixture stops it again."""
+    done: list[bool] = []
+
+    def run_once() -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return run_once
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server listening on 127.0.0.1 in this process, and how to stop it."""
+
+    port: int
+    stop: Callable[[], None]
+
+
+class QuietHandler(WSGIRequestHandler):
+    """wsgiref's request handler without its access log on stderr."""
+
+    @override
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
+        pass
+
+
+def serve_wsgiref(app: WSGIApplication) -> Served:
+    """Serve `app` with wsgiref's server on a free port of 127.0.0.1, in a thread; `stop` ends both."""
+    server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()  # returns once the request being handled (and its close()) is done
+        thread.join(DEADLINE)
+        server.server_close()
+        assert not thread.is_alive(), "wsgiref did not stop"
+
+    return Served(server.server_port, once(stop))
+
+
+def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET to 127.0.0.1; return the status and the whole body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

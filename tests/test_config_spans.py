@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
-from wsgiref.util import setup_testing_defaults
 
 import pytest
-from apps import RecordingSampler
+from apps import Headers, RecordingSampler, Response, Server, Traced, make_environ, run
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_wsgi import Config, set_route, wrap
-from otel_wsgi.types import OptExcInfo, SemconvMode
+from otel_wsgi import Config, set_route
+from otel_wsgi.types import SemconvMode
 
 MODES: tuple[SemconvMode, ...] = ("stable", "old", "dup")
 PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
@@ -32,46 +28,7 @@ REMOTE_SPAN_ID = 0x00F067AA0BA902B7
 TRACEPARENT = f"00-{REMOTE_TRACE_ID:032x}-{REMOTE_SPAN_ID:016x}-01"
 
 
-# --- helpers: a real environ, a recording server, a configurable app, a recording sampler ---
-
-
-def make_environ(**overrides: Any) -> WSGIEnvironment:
-    """Return a PEP 3333 environ for `GET /` from 127.0.0.1, with `overrides` applied (None deletes)."""
-    environ: WSGIEnvironment = {"REMOTE_ADDR": "192.0.2.10", "REMOTE_PORT": "51000"}
-    setup_testing_defaults(environ)
-    environ["QUERY_STRING"] = ""
-    for key, value in overrides.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    return environ
-
-
-@dataclass
-class Server:
-    """A fake WSGI server: records each `start_response` call and drives the body like a real one."""
-
-    calls: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
-
-    def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-    ) -> Callable[[bytes], object]:
-        self.calls.append((status, list(headers)))
-        return lambda data: None
-
-    def run(self, app: WSGIApplication, environ: WSGIEnvironment) -> bytes:
-        result = app(environ, self.start_response)
-        try:
-            return b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        return self.calls[-1][1]
+# --- helpers: a configurable app, and one request through `wrap()` with the test's providers ---
 
 
 @dataclass
@@ -101,44 +58,23 @@ def make_app(
     return app
 
 
-@pytest.fixture
-def sampler() -> RecordingSampler:
-    return RecordingSampler()
-
-
-@pytest.fixture
-def sampled_provider(sampler: RecordingSampler, exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    tracer_provider = TracerProvider(sampler=sampler)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield tracer_provider
-    tracer_provider.shutdown()
-
-
 @dataclass
-class Harness:
-    """Wrap apps with the test's providers and run requests through them."""
+class Probe:
+    """Wrap apps with the test's providers and the W3C propagators; run one request, return its span."""
 
-    provider: TracerProvider
-    meter_provider: MeterProvider
+    traced: Traced
     exporter: InMemorySpanExporter
 
     def wrap(self, app: WSGIApplication, config: Config) -> WSGIApplication:
-        return wrap(
-            app,
-            config=config,
-            tracer_provider=self.provider,
-            meter_provider=self.meter_provider,
-            propagator=PROPAGATOR,
-        )
+        return self.traced(app, config=config, propagator=PROPAGATOR)
 
     def request(
         self, config: Config, environ: WSGIEnvironment | None = None, app: WSGIApplication | None = None
-    ) -> tuple[ReadableSpan, Server]:
-        """Run one request and return its one exported span and the server that saw the response."""
-        server = Server()
-        server.run(self.wrap(app or make_app(), config), environ if environ is not None else make_environ())
+    ) -> tuple[ReadableSpan, Response]:
+        """Run one request; return its one exported span and what the client got."""
+        response = run(self.wrap(app or make_app(), config), environ)
         (span,) = self.exporter.get_finished_spans()
-        return span, server
+        return span, response
 
     def attributes(self, config: Config, environ: WSGIEnvironment | None = None) -> Mapping[str, object]:
         span, _ = self.request(config, environ)
@@ -146,17 +82,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(
-    provider: TracerProvider, meter_provider: MeterProvider, exporter: InMemorySpanExporter
-) -> Harness:
-    return Harness(provider, meter_provider, exporter)
-
-
-@pytest.fixture
-def sampled(
-    sampled_provider: TracerProvider, meter_provider: MeterProvider, exporter: InMemorySpanExporter
-) -> Harness:
-    return Harness(sampled_provider, meter_provider, exporter)
+def probe(traced: Traced, exporter: InMemorySpanExporter) -> Probe:
+    return Probe(traced, exporter)
 
 
 def serialized(span: ReadableSpan) -> str:
@@ -188,16 +115,15 @@ EXCLUSION_CASES = [
 
 @pytest.mark.parametrize(("patterns", "overrides", "excluded"), EXCLUSION_CASES)
 def test_excluded_urls_are_searched_in_the_url_without_query(
-    harness: Harness, patterns: tuple[str, ...], overrides: dict[str, str], excluded: bool
+    probe: Probe, patterns: tuple[str, ...], overrides: dict[str, str], excluded: bool
 ) -> None:
     environ = make_environ(**{"HTTP_HOST": "example.com", **overrides})
-    server = Server()
-    body = server.run(harness.wrap(make_app(), Config(excluded_urls=patterns)), environ)
-    assert body == b"hello"
-    assert len(harness.exporter.get_finished_spans()) == (0 if excluded else 1)
+    response = run(probe.wrap(make_app(), Config(excluded_urls=patterns)), environ)
+    assert response.body == b"hello"
+    assert len(probe.exporter.get_finished_spans()) == (0 if excluded else 1)
 
 
-def test_excluded_request_runs_the_app_untouched(harness: Harness) -> None:
+def test_excluded_request_runs_the_app_untouched(probe: Probe) -> None:
     returned: list[bytes] = [b"untouched"]
     seen: list[tuple[WSGIEnvironment, StartResponse, trace.Span]] = []
 
@@ -209,7 +135,7 @@ def test_excluded_request_runs_the_app_untouched(harness: Harness) -> None:
     server = Server()
     environ = make_environ(PATH_INFO="/health")
     before = dict(environ)
-    result = harness.wrap(app, Config(excluded_urls=("/health",), traceresponse=True))(
+    result = probe.wrap(app, Config(excluded_urls=("/health",), traceresponse=True))(
         environ, server.start_response
     )
     assert result is returned
@@ -218,8 +144,8 @@ def test_excluded_request_runs_the_app_untouched(harness: Harness) -> None:
     assert app_environ == before
     assert app_start_response == server.start_response
     assert not current.get_span_context().is_valid
-    assert server.calls == [("200 OK", [("X-App", "1")])]
-    assert harness.exporter.get_finished_spans() == ()
+    assert server.calls == [("200 OK", [("X-App", "1")], None)]
+    assert probe.exporter.get_finished_spans() == ()
 
 
 # --- header capture ---
@@ -262,13 +188,13 @@ REQUEST_CAPTURE_CASES = [
 @pytest.mark.parametrize("mode", ["stable", "dup"])
 @pytest.mark.parametrize(("patterns", "headers", "expected"), REQUEST_CAPTURE_CASES)
 def test_request_headers_matching_in_full_and_any_case_are_captured(
-    harness: Harness,
+    probe: Probe,
     mode: SemconvMode,
     patterns: tuple[str, ...],
     headers: dict[str, str],
     expected: dict[str, tuple[str, ...]],
 ) -> None:
-    attributes = harness.attributes(
+    attributes = probe.attributes(
         Config(semconv=mode, capture_request_headers=patterns), make_environ(**headers)
     )
     captured = {k.removeprefix("http.request.header."): v for k, v in attributes.items() if "header" in k}
@@ -293,27 +219,27 @@ RESPONSE_CAPTURE_CASES = [
 @pytest.mark.parametrize("mode", ["stable", "dup"])
 @pytest.mark.parametrize(("patterns", "headers", "expected"), RESPONSE_CAPTURE_CASES)
 def test_response_headers_are_captured_per_occurrence_and_sent_unchanged(
-    harness: Harness,
+    probe: Probe,
     mode: SemconvMode,
     patterns: tuple[str, ...],
     headers: list[tuple[str, str]],
     expected: dict[str, tuple[str, ...]],
 ) -> None:
-    span, server = harness.request(
+    span, response = probe.request(
         Config(semconv=mode, capture_response_headers=patterns), app=make_app(headers)
     )
-    assert server.headers == headers
+    assert response.headers == headers
     attributes = dict(span.attributes or {})
     captured = {k.removeprefix("http.response.header."): v for k, v in attributes.items() if "header" in k}
     assert captured == expected
 
 
-def test_old_mode_header_names_use_underscores_and_join_repeated_values(harness: Harness) -> None:
+def test_old_mode_header_names_use_underscores_and_join_repeated_values(probe: Probe) -> None:
     config = Config(
         semconv="old", capture_request_headers=("custom-header",), capture_response_headers=("x-multi-value",)
     )
     app = make_app([("X-Multi-Value", "a"), ("X-Multi-Value", "b"), ("x-multi-value", "c")])
-    span, _ = harness.request(config, make_environ(HTTP_CUSTOM_HEADER="v"), app)
+    span, _ = probe.request(config, make_environ(HTTP_CUSTOM_HEADER="v"), app)
     headers = {k: v for k, v in (span.attributes or {}).items() if ".header." in k}
     assert headers == {
         "http.request.header.custom_header": ("v",),
@@ -321,11 +247,11 @@ def test_old_mode_header_names_use_underscores_and_join_repeated_values(harness:
     }
 
 
-def test_dup_mode_headers_use_the_stable_form(harness: Harness) -> None:
+def test_dup_mode_headers_use_the_stable_form(probe: Probe) -> None:
     config = Config(
         semconv="dup", capture_request_headers=("custom-header",), capture_response_headers=("x-m",)
     )
-    span, _ = harness.request(
+    span, _ = probe.request(
         config, make_environ(HTTP_CUSTOM_HEADER="v"), make_app([("X-M", "a"), ("X-M", "b")])
     )
     headers = {k: v for k, v in (span.attributes or {}).items() if ".header." in k}
@@ -334,9 +260,9 @@ def test_dup_mode_headers_use_the_stable_form(harness: Harness) -> None:
 
 @pytest.mark.parametrize("patterns", [("x-tenant",), ("x-ten.*",)], ids=["literal", "regex"])
 def test_request_headers_are_given_to_the_sampler(
-    sampled: Harness, sampler: RecordingSampler, patterns: tuple[str, ...]
+    probe: Probe, sampler: RecordingSampler, patterns: tuple[str, ...]
 ) -> None:
-    sampled.request(Config(capture_request_headers=patterns), make_environ(HTTP_X_TENANT="acme"))
+    probe.request(Config(capture_request_headers=patterns), make_environ(HTTP_X_TENANT="acme"))
     (call,) = sampler.calls
     assert call.attributes["http.request.header.x-tenant"] == ("acme",)
     assert call.attributes["http.request.method"] == "GET"
@@ -376,10 +302,10 @@ SANITIZE_CASES = [
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("config", "environ_key", "header"), SANITIZE_CASES)
 def test_sanitized_request_header_value_is_redacted_from_the_span(
-    harness: Harness, mode: SemconvMode, config: Config, environ_key: str, header: str
+    probe: Probe, mode: SemconvMode, config: Config, environ_key: str, header: str
 ) -> None:
     secret = "Bearer s3cr3t-t0ken-value"
-    span, _ = harness.request(replace(config, semconv=mode), make_environ(**{environ_key: secret}))
+    span, _ = probe.request(replace(config, semconv=mode), make_environ(**{environ_key: secret}))
     name = header.replace("-", "_") if mode == "old" else header
     assert (span.attributes or {})[f"http.request.header.{name}"] == ("[REDACTED]",)
     assert "s3cr3t" not in serialized(span)
@@ -387,7 +313,7 @@ def test_sanitized_request_header_value_is_redacted_from_the_span(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sanitized_response_headers_are_redacted_from_the_span_not_the_response(
-    harness: Harness, mode: SemconvMode
+    probe: Probe, mode: SemconvMode
 ) -> None:
     app = make_app(
         [("Set-Cookie", "sid=s3cr3t-1"), ("Set-Cookie", "csrf=s3cr3t-2"), ("X-Token-Out", "s3cr3t-3")]
@@ -397,18 +323,18 @@ def test_sanitized_response_headers_are_redacted_from_the_span_not_the_response(
         capture_response_headers=("set-cookie", "x-token-out"),
         sanitize_headers=("set-cookie", "token"),
     )
-    span, server = harness.request(config, app=app)
+    span, response = probe.request(config, app=app)
     attributes = span.attributes or {}
     prefix = "http.response.header."
     cookie, token = ("set_cookie", "x_token_out") if mode == "old" else ("set-cookie", "x-token-out")
     assert attributes[prefix + cookie] == ("[REDACTED]",)
     assert attributes[prefix + token] == ("[REDACTED]",)
     assert "s3cr3t" not in serialized(span)
-    assert ("Set-Cookie", "sid=s3cr3t-1") in server.headers  # the response itself is untouched
+    assert ("Set-Cookie", "sid=s3cr3t-1") in response.headers  # the response itself is untouched
 
 
-def test_empty_sanitize_list_keeps_values(harness: Harness) -> None:
-    attributes = harness.attributes(
+def test_empty_sanitize_list_keeps_values(probe: Probe) -> None:
+    attributes = probe.attributes(
         Config(capture_request_headers=("authorization",), sanitize_headers=()),
         make_environ(HTTP_AUTHORIZATION="Basic abc"),
     )
@@ -430,9 +356,9 @@ QUERY_ENVIRONS = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("overrides", QUERY_ENVIRONS)
-def test_query_secret_never_exported(harness: Harness, mode: SemconvMode, overrides: dict[str, str]) -> None:
+def test_query_secret_never_exported(probe: Probe, mode: SemconvMode, overrides: dict[str, str]) -> None:
     environ = make_environ(PATH_INFO="/p", QUERY_STRING=QUERY, HTTP_HOST="example.com", **overrides)
-    span, _ = harness.request(Config(semconv=mode), environ)
+    span, _ = probe.request(Config(semconv=mode), environ)
     assert SECRET not in serialized(span)
     attributes = span.attributes or {}
     redacted = "a=1&sig=REDACTED&b=&Signature=REDACTED"
@@ -448,10 +374,10 @@ def test_query_secret_never_exported(harness: Harness, mode: SemconvMode, overri
             assert "http.target" not in attributes
 
 
-def test_custom_redact_params_replace_the_default_list(harness: Harness) -> None:
+def test_custom_redact_params_replace_the_default_list(probe: Probe) -> None:
     config = Config(redact_query_params=frozenset({"token"}), semconv="dup")
     environ = make_environ(QUERY_STRING=f"token={SECRET}&sig=visible&Token=kept", RAW_URI=f"/?token={SECRET}")
-    span, _ = harness.request(config, environ)
+    span, _ = probe.request(config, environ)
     attributes = span.attributes or {}
     assert attributes["url.query"] == "token=REDACTED&sig=visible&Token=kept"
     assert attributes["http.target"] == "/?token=REDACTED"
@@ -470,9 +396,9 @@ USERINFO_ENVIRONS = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("overrides", USERINFO_ENVIRONS)
-def test_userinfo_never_exported(harness: Harness, mode: SemconvMode, overrides: dict[str, str]) -> None:
+def test_userinfo_never_exported(probe: Probe, mode: SemconvMode, overrides: dict[str, str]) -> None:
     environ = make_environ(PATH_INFO="/x", **overrides)
-    span, _ = harness.request(Config(semconv=mode, forwarded_headers=True), environ)
+    span, _ = probe.request(Config(semconv=mode, forwarded_headers=True), environ)
     text = serialized(span)
     assert "Pw0rdSECRET" not in text
     assert "alice" not in text
@@ -493,7 +419,7 @@ def _string_values(attributes: Mapping[str, object]) -> Iterator[tuple[str, str]
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("limit", [1, 64])
-def test_every_string_attribute_is_bounded(harness: Harness, mode: SemconvMode, limit: int) -> None:
+def test_every_string_attribute_is_bounded(probe: Probe, mode: SemconvMode, limit: int) -> None:
     config = Config(
         semconv=mode,
         max_attribute_length=limit,
@@ -517,7 +443,7 @@ def test_every_string_attribute_is_bounded(harness: Harness, mode: SemconvMode, 
         SERVER_PROTOCOL="HTTP/1." + "1" * len(HUGE),
     )
     app = make_app([("X-Out", HUGE), ("X-Out", HUGE)], route="/" + HUGE)
-    span, _ = harness.request(config, environ, app)
+    span, _ = probe.request(config, environ, app)
     attributes = span.attributes or {}
     strings = dict(_string_values(attributes))
     # The huge inputs did reach the span, cut to the limit.
@@ -565,7 +491,7 @@ METHOD_CASES = [
 
 @pytest.mark.parametrize(("config", "method", "route", "name", "attribute", "original"), METHOD_CASES)
 def test_unknown_method_is_other_and_never_puts_the_path_in_the_span_name(
-    harness: Harness,
+    probe: Probe,
     config: Config,
     method: str,
     route: str | None,
@@ -574,8 +500,8 @@ def test_unknown_method_is_other_and_never_puts_the_path_in_the_span_name(
     original: str | None,
 ) -> None:
     for mode in MODES:
-        harness.exporter.clear()
-        span, _ = harness.request(
+        probe.exporter.clear()
+        span, _ = probe.request(
             replace(config, semconv=mode),
             make_environ(REQUEST_METHOD=method, PATH_INFO="/items/7"),
             make_app(route=route),
@@ -595,9 +521,9 @@ def test_unknown_method_is_other_and_never_puts_the_path_in_the_span_name(
 REMOTE_HEADERS = {"HTTP_TRACEPARENT": TRACEPARENT, "HTTP_BAGGAGE": "tenant=acme,user=42"}
 
 
-def test_untrusted_remote_context_is_a_link(sampled: Harness, sampler: RecordingSampler) -> None:
+def test_untrusted_remote_context_is_a_link(probe: Probe, sampler: RecordingSampler) -> None:
     seen = Seen()
-    span, _ = sampled.request(
+    span, _ = probe.request(
         Config(trust_remote_context=False), make_environ(**REMOTE_HEADERS), make_app(seen=seen)
     )
     assert span.kind is SpanKind.SERVER
@@ -617,25 +543,25 @@ def test_untrusted_remote_context_is_a_link(sampled: Harness, sampler: Recording
     assert seen.baggage == {}
 
 
-def test_untrusted_without_incoming_context_has_no_link(sampled: Harness, sampler: RecordingSampler) -> None:
+def test_untrusted_without_incoming_context_has_no_link(probe: Probe, sampler: RecordingSampler) -> None:
     seen = Seen()
     environ = make_environ(HTTP_TRACEPARENT="00-not-a-valid-header-01", HTTP_BAGGAGE="tenant=acme")
-    span, _ = sampled.request(Config(trust_remote_context=False), environ, make_app(seen=seen))
+    span, _ = probe.request(Config(trust_remote_context=False), environ, make_app(seen=seen))
     assert span.parent is None
     assert list(span.links) == []
     assert list(sampler.calls[0].links) == []
     assert seen.baggage == {}
 
 
-def test_trusted_baggage_without_traceparent_is_kept(sampled: Harness) -> None:
+def test_trusted_baggage_without_traceparent_is_kept(probe: Probe) -> None:
     seen = Seen()
-    sampled.request(Config(), make_environ(HTTP_BAGGAGE="tenant=acme"), make_app(seen=seen))
+    probe.request(Config(), make_environ(HTTP_BAGGAGE="tenant=acme"), make_app(seen=seen))
     assert seen.baggage == {"tenant": "acme"}
 
 
-def test_trusted_remote_context_is_the_parent(sampled: Harness, sampler: RecordingSampler) -> None:
+def test_trusted_remote_context_is_the_parent(probe: Probe, sampler: RecordingSampler) -> None:
     seen = Seen()
-    span, _ = sampled.request(Config(), make_environ(**REMOTE_HEADERS), make_app(seen=seen))
+    span, _ = probe.request(Config(), make_environ(**REMOTE_HEADERS), make_app(seen=seen))
     assert span.parent is not None
     assert (span.parent.trace_id, span.parent.span_id) == (REMOTE_TRACE_ID, REMOTE_SPAN_ID)
     assert span.parent.is_remote
@@ -693,12 +619,12 @@ FORWARDED_CASES = [
 @pytest.mark.parametrize(("headers", "expected"), FORWARDED_CASES)
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "forged"])
 def test_forwarded_headers_are_used_only_when_trusted(
-    harness: Harness,
+    probe: Probe,
     headers: dict[str, str],
     expected: tuple[str, int | None, str, str, int],
     trusted: bool,
 ) -> None:
-    attributes = harness.attributes(
+    attributes = probe.attributes(
         Config(forwarded_headers=trusted, semconv="dup"), make_environ(**SOCKET, **headers)
     )
     client, client_port, scheme, server, server_port = expected if trusted else NOT_FORWARDED
@@ -717,65 +643,60 @@ def test_forwarded_headers_are_used_only_when_trusted(
 # --- traceresponse ---
 
 
-def _traceresponse(server: Server) -> list[str]:
-    return [value for name, value in server.headers if name.lower() == "traceresponse"]
+def _traceresponse(headers: Headers) -> list[str]:
+    return [value for name, value in headers if name.lower() == "traceresponse"]
 
 
 @pytest.mark.parametrize("incoming", [{}, {"HTTP_TRACEPARENT": TRACEPARENT}], ids=["root", "child"])
-def test_traceresponse_matches_exported_span(harness: Harness, incoming: dict[str, str]) -> None:
-    span, server = harness.request(Config(traceresponse=True), make_environ(**incoming))
+def test_traceresponse_matches_exported_span(probe: Probe, incoming: dict[str, str]) -> None:
+    span, response = probe.request(Config(traceresponse=True), make_environ(**incoming))
     ctx = span.context
-    assert _traceresponse(server) == [f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"]
+    assert _traceresponse(response.headers) == [
+        f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    ]
     assert ctx.trace_flags.sampled
-    assert int(_traceresponse(server)[0][-2:], 16) & 0x01  # the sampled flag
+    assert int(_traceresponse(response.headers)[0][-2:], 16) & 0x01  # the sampled flag
 
 
-def test_traceresponse_when_unsampled(meter_provider: MeterProvider, exporter: InMemorySpanExporter) -> None:
-    unsampled = TracerProvider(sampler=ALWAYS_OFF)
-    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
-    try:
-        harness = Harness(unsampled, meter_provider, exporter)
-        seen = Seen()
-        server = Server()
-        environ = make_environ(HTTP_TRACEPARENT=TRACEPARENT)
-        server.run(harness.wrap(make_app(seen=seen), Config(traceresponse=True)), environ)
-    finally:
-        unsampled.shutdown()
+@pytest.mark.parametrize("sampler", [ALWAYS_OFF])
+def test_traceresponse_when_unsampled(probe: Probe, exporter: InMemorySpanExporter) -> None:
+    seen = Seen()
+    environ = make_environ(HTTP_TRACEPARENT=TRACEPARENT)
+    response = run(probe.wrap(make_app(seen=seen), Config(traceresponse=True)), environ)
     assert exporter.get_finished_spans() == ()
     ctx = seen.span_context
     assert ctx is not None and ctx.is_valid
     assert ctx.trace_id == REMOTE_TRACE_ID
     assert ctx.span_id != REMOTE_SPAN_ID
-    assert _traceresponse(server) == [f"00-{REMOTE_TRACE_ID:032x}-{ctx.span_id:016x}-00"]
+    assert _traceresponse(response.headers) == [f"00-{REMOTE_TRACE_ID:032x}-{ctx.span_id:016x}-00"]
 
 
 @pytest.mark.parametrize("name", ["traceresponse", "TraceResponse", "TRACERESPONSE"])
-def test_traceresponse_not_duplicated(harness: Harness, name: str) -> None:
+def test_traceresponse_not_duplicated(probe: Probe, name: str) -> None:
     app_value = f"00-{'1' * 32}-{'2' * 16}-01"
-    _, server = harness.request(Config(traceresponse=True), app=make_app([(name, app_value)]))
-    assert server.headers == [(name, app_value)]
+    _, response = probe.request(Config(traceresponse=True), app=make_app([(name, app_value)]))
+    assert response.headers == [(name, app_value)]
 
 
-def test_no_traceresponse_header_by_default(harness: Harness) -> None:
-    _, server = harness.request(Config(), app=make_app([("X-A", "1")]))
-    assert server.headers == [("X-A", "1")]
+def test_no_traceresponse_header_by_default(probe: Probe) -> None:
+    _, response = probe.request(Config(), app=make_app([("X-A", "1")]))
+    assert response.headers == [("X-A", "1")]
 
 
 @pytest.mark.parametrize("outer_on", [False, True], ids=["outer-off", "outer-on"])
-def test_traceresponse_not_added_by_nested_layer(harness: Harness, outer_on: bool) -> None:
-    inner = harness.wrap(make_app([("X-A", "1")]), Config(traceresponse=True))
-    outer = harness.wrap(inner, Config(traceresponse=outer_on))
-    server = Server()
-    server.run(outer, make_environ())
-    spans = {s.kind: s for s in harness.exporter.get_finished_spans()}
+def test_traceresponse_not_added_by_nested_layer(probe: Probe, outer_on: bool) -> None:
+    inner = probe.wrap(make_app([("X-A", "1")]), Config(traceresponse=True))
+    outer = probe.wrap(inner, Config(traceresponse=outer_on))
+    response = run(outer, make_environ())
+    spans = {s.kind: s for s in probe.exporter.get_finished_spans()}
     assert set(spans) == {SpanKind.SERVER, SpanKind.INTERNAL}
     if outer_on:
         ctx = spans[SpanKind.SERVER].context
-        assert _traceresponse(server) == [
+        assert _traceresponse(response.headers) == [
             f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
         ]
     else:
-        assert _traceresponse(server) == []
+        assert _traceresponse(response.headers) == []
 
 
 # --- semconv old / dup ---
@@ -816,9 +737,9 @@ KEY_CASES = [
 @pytest.mark.parametrize(("mode", "overrides", "keys"), KEY_CASES)
 @pytest.mark.parametrize("route", [None, "/users/{id}"], ids=["no-route", "route"])
 def test_each_semconv_mode_emits_exactly_its_keys(
-    harness: Harness, mode: SemconvMode, overrides: dict[str, str], keys: set[str], route: str | None
+    probe: Probe, mode: SemconvMode, overrides: dict[str, str], keys: set[str], route: str | None
 ) -> None:
-    span, _ = harness.request(
+    span, _ = probe.request(
         Config(semconv=mode), make_environ(**CANONICAL, **overrides), make_app(route=route)
     )
     expected = keys | ({"http.route"} if route else set())
@@ -827,8 +748,8 @@ def test_each_semconv_mode_emits_exactly_its_keys(
 
 
 @pytest.mark.parametrize("mode", ["old", "dup"])
-def test_old_mode_attribute_values(harness: Harness, mode: SemconvMode) -> None:
-    attributes = harness.attributes(Config(semconv=mode), make_environ(**CANONICAL))
+def test_old_mode_attribute_values(probe: Probe, mode: SemconvMode) -> None:
+    attributes = probe.attributes(Config(semconv=mode), make_environ(**CANONICAL))
     old = {key: attributes[key] for key in OLD_KEYS | {"http.url"}}
     assert old == {
         "http.method": "GET",

@@ -17,7 +17,6 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -38,7 +37,9 @@ from apps import (
     SizedResult,
     SlottedFileWrapper,
     SupportsClose,
+    Traced,
     close_body,
+    duration_count,
     exc_info_app,
     file_app,
     generator_app,
@@ -62,9 +63,8 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import Link, NoOpTracerProvider, Span, SpanKind, StatusCode, TraceState
@@ -77,9 +77,6 @@ from otel_wsgi import semconv as sc
 from otel_wsgi.pure import request_record
 from otel_wsgi.types import SCHEMA_URL
 
-Traced = Callable[..., WSGIApplication]
-ProviderFactory = Callable[[Sampler], tuple[TracerProvider, InMemorySpanExporter]]
-
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 PARENT_ID = 0xB7AD6B7169203331
 TRACEPARENT = f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-01"
@@ -89,30 +86,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # --- fixtures and helpers ---
 
 
-@pytest.fixture
-def traced(provider: TracerProvider, meter_provider: MeterProvider) -> partial[WSGIApplication]:
-    """`wrap` bound to the test's providers and a default Config (never the process environment)."""
-    return partial(wrap, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+class RaisingSampler(Sampler):
+    """A sampler whose `should_sample` raises (a buggy vendor sampler)."""
 
-
-@pytest.fixture
-def make_provider() -> Iterator[ProviderFactory]:
-    """Build SDK tracer providers with a given sampler; shut them down after the test."""
-    made: list[TracerProvider] = []
-
-    def make(sampler: Sampler) -> tuple[TracerProvider, InMemorySpanExporter]:
-        exporter = InMemorySpanExporter()
-        tracer_provider = TracerProvider(sampler=sampler)
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        made.append(tracer_provider)
-        return tracer_provider, exporter
-
-    yield make
-    for tracer_provider in made:
-        tracer_provider.shutdown()
-
-
-class RaisingSampler(RecordingSampler):
     @override
     def should_sample(
         self,
@@ -125,6 +101,10 @@ class RaisingSampler(RecordingSampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         raise RuntimeError("sampler failed")
+
+    @override
+    def get_description(self) -> str:
+        return "RaisingSampler"
 
 
 class RaisingPropagator(TextMapPropagator):
@@ -172,20 +152,6 @@ def ids(span: ReadableSpan) -> tuple[int, int]:
     return span.context.trace_id, span.context.span_id
 
 
-def duration_count(reader: InMemoryMetricReader) -> int:
-    """How many requests `http.server.request.duration` has recorded."""
-    data = reader.get_metrics_data()
-    points = [
-        point
-        for resource in (data.resource_metrics if data is not None else [])
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == sc.HTTP_SERVER_REQUEST_DURATION
-        for point in metric.data.data_points
-    ]
-    return sum(point.count for point in points if isinstance(point, HistogramDataPoint))
-
-
 def end_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     """SDK warnings about ending a span twice (`Calling end() on an ended span.`)."""
     return [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
@@ -195,11 +161,9 @@ def end_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_normal_request_span_name_kind_and_start_attributes_seen_by_sampler(
-    make_provider: ProviderFactory, meter_provider: MeterProvider
+    traced: Traced, exporter: InMemorySpanExporter, sampler: RecordingSampler
 ) -> None:
-    sampler = RecordingSampler()
-    tracer_provider, exporter = make_provider(sampler)
-    app = wrap(list_app(), config=Config(), tracer_provider=tracer_provider, meter_provider=meter_provider)
+    app = traced(list_app())
     environ = make_environ({"PATH_INFO": "/users/7", "QUERY_STRING": "a=1", "HTTP_HOST": "example.com:8080"})
     expected_start = dict(request_record(environ, Config()).attributes)
 
@@ -326,9 +290,12 @@ SAMPLERS = [
 
 @pytest.mark.parametrize(("sampler", "recording"), SAMPLERS)
 def test_request_hook_runs_once_with_its_span_current(
-    make_provider: ProviderFactory, meter_provider: MeterProvider, sampler: Sampler, recording: bool
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    sampler: Sampler,
+    recording: bool,
 ) -> None:
-    tracer_provider, exporter = make_provider(sampler)
     seen: list[tuple[Span, Span, WSGIEnvironment]] = []
 
     def request_hook(span: Span, environ: WSGIEnvironment) -> None:
@@ -337,7 +304,7 @@ def test_request_hook_runs_once_with_its_span_current(
     app = wrap(
         generator_app(),
         config=Config(),
-        tracer_provider=tracer_provider,
+        tracer_provider=provider,
         meter_provider=meter_provider,
         request_hook=request_hook,
     )
@@ -356,9 +323,12 @@ def test_request_hook_runs_once_with_its_span_current(
 
 @pytest.mark.parametrize(("sampler", "recording"), SAMPLERS)
 def test_response_hook_runs_on_every_start_response_before_the_servers(
-    make_provider: ProviderFactory, meter_provider: MeterProvider, sampler: Sampler, recording: bool
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    sampler: Sampler,
+    recording: bool,
 ) -> None:
-    tracer_provider, exporter = make_provider(sampler)
     server = Server()
     recorded: list[bool] = []
 
@@ -370,7 +340,7 @@ def test_response_hook_runs_on_every_start_response_before_the_servers(
     app = wrap(
         exc_info_app(),
         config=Config(),
-        tracer_provider=tracer_provider,
+        tracer_provider=provider,
         meter_provider=meter_provider,
         response_hook=response_hook,
     )
@@ -1047,17 +1017,18 @@ def test_rule6_raising_propagator_still_traces_the_request(
     )
 
 
+@pytest.mark.parametrize("sampler", [RaisingSampler()])
 def test_rule6_raising_sampler_passes_the_request_through(
-    make_provider: ProviderFactory, meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tracer_provider, exporter = make_provider(RaisingSampler())
-    app = wrap(
-        generator_app(), config=Config(), tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
+    app = wrap(generator_app(), config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     before = context.get_current()
     assert run(app, make_environ()) == run(generator_app(), make_environ())
     error = Failures.AppError("boom")
-    raising = wrap(raising_app(error), tracer_provider=tracer_provider, meter_provider=meter_provider)
+    raising = wrap(raising_app(error), tracer_provider=provider, meter_provider=meter_provider)
     assert drive(raising, make_environ()) is error
     assert context.get_current() == before
     assert spans(exporter) == []
