@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
-from wsgiref.util import setup_testing_defaults
 
 import pytest
+from apps import Server, Traced, close_body, list_app, make_environ
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import (
@@ -35,11 +33,6 @@ from otel_wsgi.pure import request_head, request_record
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
 
-@runtime_checkable
-class Closeable(Protocol):
-    def close(self) -> None: ...
-
-
 class ReadLog(dict[str, object]):
     """An environ that remembers which keys were read through `get`."""
 
@@ -54,27 +47,14 @@ class ReadLog(dict[str, object]):
 
 
 def environ() -> ReadLog:
-    base: WSGIEnvironment = {"HTTP_USER_AGENT": "curl/8", "QUERY_STRING": "a=1", "REMOTE_ADDR": "10.0.0.1"}
-    setup_testing_defaults(base)
-    return ReadLog(base)
+    return ReadLog(make_environ(HTTP_USER_AGENT="curl/8", QUERY_STRING="a=1", REMOTE_ADDR="10.0.0.1"))
 
 
-def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hi"]
-
-
-def serve(sampler: Sampler, env: ReadLog, meter_provider: MeterProvider) -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = SdkTracerProvider(sampler=sampler)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    body = app(env, lambda status, headers, exc_info=None: lambda data: None)
+def serve(traced: Traced, env: ReadLog) -> None:
+    """One request through `wrap()` with the test's providers (and so its `sampler`)."""
+    body = traced(list_app([b"hi"]))(env, Server().start_response)
     assert list(body) == [b"hi"]
-    assert isinstance(body, Closeable)
-    body.close()
-    provider.shutdown()
-    return exporter
+    close_body(body)
 
 
 @pytest.mark.parametrize(
@@ -85,19 +65,20 @@ def serve(sampler: Sampler, env: ReadLog, meter_provider: MeterProvider) -> InMe
     ],
 )
 def test_a_dropped_span_never_builds_its_attributes(
-    sampler: Sampler, extra: dict[str, str], meter_provider: MeterProvider
+    traced: Traced, exporter: InMemorySpanExporter, sampler: Sampler, extra: dict[str, str]
 ) -> None:
     env = environ()
     env.update(extra)
-    exporter = serve(sampler, env, meter_provider)
+    serve(traced, env)
     assert exporter.get_finished_spans() == ()
     # Only the full attribute set reads these; the span name and metrics need none of them.
     assert {"HTTP_USER_AGENT", "QUERY_STRING", "REMOTE_ADDR", "PATH_INFO"} & set(env.read) == set()
 
 
-def test_a_recorded_span_gets_every_attribute(meter_provider: MeterProvider) -> None:
+@pytest.mark.parametrize("sampler", [ALWAYS_ON])  # a sampler that does not read the attributes itself
+def test_a_recorded_span_gets_every_attribute(traced: Traced, exporter: InMemorySpanExporter) -> None:
     env = environ()
-    exporter = serve(ALWAYS_ON, env, meter_provider)
+    serve(traced, env)
     (span,) = exporter.get_finished_spans()
     expected = dict(request_record(environ(), Config()).attributes)
     assert dict(span.attributes or {}) == expected | {"http.response.status_code": 200}
@@ -176,7 +157,7 @@ def test_a_recording_span_has_its_attributes_built_before_the_app_runs(meter_pro
     app = wrap(rewriting_app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     env = environ()
     env["PATH_INFO"] = "/original"
-    body = app(env, lambda status, headers, exc_info=None: lambda data: None)
+    body = app(env, Server().start_response)
     assert list(body) == [b"ok"] and env["PATH_INFO"] == "/rewritten"
     (kept,) = provider.tracer.kept
     assert dict(kept)["url.path"] == "/original"

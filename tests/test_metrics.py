@@ -12,23 +12,32 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
-from wsgiref.util import FileWrapper, setup_testing_defaults
+from wsgiref.types import StartResponse, WSGIEnvironment
+from wsgiref.util import FileWrapper
 
 import pytest
+from apps import (
+    Failures,
+    Server,
+    Traced,
+    close_body,
+    collect,
+    duration_count,
+    histogram_points,
+    make_environ,
+    run,
+    sum_points,
+)
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    Histogram,
     HistogramDataPoint,
     InMemoryMetricReader,
-    Metric,
     NumberDataPoint,
     Sum,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
@@ -36,7 +45,7 @@ from opentelemetry.trace import SpanKind
 from otel_wsgi import Config, set_route, wrap
 from otel_wsgi.effects import TracedRequest
 from otel_wsgi.metrics import _CACHE_LIMIT, metrics_for
-from otel_wsgi.types import OptExcInfo, SemconvMode
+from otel_wsgi.types import SemconvMode
 
 DURATION: str = "http.server.request.duration"
 ACTIVE: str = "http.server.active_requests"
@@ -55,65 +64,19 @@ Attrs = dict[str, object]
 App = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
 
 
-# --- the server side -------------------------------------------------------------------------
-
-
-class Server:
-    """What a WSGI server sees: the status and headers, and the bytes sent through `write()`."""
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-        self.headers: Headers = []
-        self.written = bytearray()
-
-    def start_response(
-        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
-    ) -> Callable[[bytes], object]:
-        self.status, self.headers = status, headers
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-
-def make_environ(**overrides: object) -> WSGIEnvironment:
-    """A request full of high-cardinality, client-controlled values the metrics must never carry."""
-    environ: WSGIEnvironment = {}
-    setup_testing_defaults(environ)
-    environ.update(
-        REQUEST_METHOD="GET",
-        SERVER_PROTOCOL="HTTP/1.1",
-        PATH_INFO="/users/42",
-        QUERY_STRING="session=abc123&page=7",
-        REMOTE_ADDR="203.0.113.7",
-        REMOTE_PORT="51234",
-        HTTP_USER_AGENT="curl/8.4.0",
-        HTTP_HOST="shop.example:8443",
-        SERVER_NAME="srv.internal",
-        SERVER_PORT="8080",
-    )
-    environ.update(overrides)
-    return environ
-
-
-def run(app: WSGIApplication, environ: WSGIEnvironment | None = None) -> tuple[Server, bytes]:
-    """Serve one request: call, iterate, close (always); return the server and the body."""
-    server = Server()
-    body = app(make_environ() if environ is None else environ, server.start_response)
-    try:
-        chunks = b"".join(body)
-    finally:
-        closer = getattr(body, "close", None)
-        if closer is not None:
-            closer()
-    return server, bytes(server.written) + chunks
-
-
-def close(body: object) -> None:
-    """Close a response as the server does; the middleware's responses always have `close`."""
-    closer = getattr(body, "close", None)
-    assert callable(closer)
-    closer()
+#: A request full of high-cardinality, client-controlled values the metrics must never carry.
+REQUEST: dict[str, object] = {
+    "REQUEST_METHOD": "GET",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "PATH_INFO": "/users/42",
+    "QUERY_STRING": "session=abc123&page=7",
+    "REMOTE_ADDR": "203.0.113.7",
+    "REMOTE_PORT": "51234",
+    "HTTP_USER_AGENT": "curl/8.4.0",
+    "HTTP_HOST": "shop.example:8443",
+    "SERVER_NAME": "srv.internal",
+    "SERVER_PORT": "8080",
+}
 
 
 def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -130,30 +93,6 @@ def streaming(environ: WSGIEnvironment, start_response: StartResponse) -> Iterat
 
 
 # --- reading the metrics -------------------------------------------------------------------
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Metric]:
-    """All metrics by name; a name seen twice (a duplicate instrument) fails the test."""
-    data = reader.get_metrics_data()
-    found: dict[str, Metric] = {}
-    if data is None:
-        return found
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                assert metric.name not in found, f"two streams named {metric.name}"
-                found[metric.name] = metric
-    return found
-
-
-def histogram_points(metric: Metric) -> list[HistogramDataPoint]:
-    assert isinstance(metric.data, Histogram)
-    return list(metric.data.data_points)
-
-
-def sum_points(metric: Metric) -> list[NumberDataPoint]:
-    assert isinstance(metric.data, Sum)
-    return list(metric.data.data_points)
 
 
 def attrs(point: HistogramDataPoint | NumberDataPoint) -> Attrs:
@@ -176,11 +115,6 @@ def active_total(reader: InMemoryMetricReader) -> int | float:
     return sum(value for _, value in active(reader))
 
 
-def duration_count(reader: InMemoryMetricReader) -> int:
-    metric = collect(reader).get(DURATION)
-    return 0 if metric is None else sum(point.count for point in histogram_points(metric))
-
-
 def seconds(span: ReadableSpan) -> float:
     assert span.start_time is not None and span.end_time is not None
     return (span.end_time - span.start_time) / 1e9
@@ -196,7 +130,7 @@ def test_instruments_names_units_descriptions_and_buckets(
     reader: InMemoryMetricReader,
 ) -> None:
     app = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    run(app)
+    run(app, make_environ(REQUEST))
     data = reader.get_metrics_data()
     assert data is not None
     scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
@@ -306,7 +240,7 @@ def test_duration_and_active_attributes_are_exact_low_cardinality_sets(
         return [b"ok"]
 
     wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    run(wrapped, make_environ(**overrides))
+    run(wrapped, make_environ(REQUEST, **overrides))
     point = only_point(reader, DURATION)
     assert attrs(point) == expected
     assert point.count == 1
@@ -390,7 +324,7 @@ def test_prepared_attribute_sets_follow_every_input_of_one_wrap(
     )
     for overrides, _, _ in VARIANTS + VARIANTS:
         try:
-            run(app, make_environ(**overrides))
+            run(app, make_environ(REQUEST, **overrides))
         except Failures.AppError:
             pass
     column = 1 if semconv == "stable" else 2
@@ -409,8 +343,7 @@ def test_streamed_body_duration_covers_the_body_and_equals_the_span(
     reader: InMemoryMetricReader,
 ) -> None:
     app = wrap(streaming, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    _, body = run(app)
-    assert body == b"one two three"
+    assert run(app, make_environ(REQUEST)).body == b"one two three"
     (span,) = exporter.get_finished_spans()
     point = only_point(reader, DURATION)
     assert point.count == 1
@@ -428,7 +361,8 @@ def test_generator_app_status_code_is_on_the_metric(
         start_response("202 Accepted", [("Content-Type", "text/plain")])
         yield b"accepted"
 
-    run(wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider))
+    wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    run(wrapped, make_environ(REQUEST))
     assert attrs(only_point(reader, DURATION)) == {
         **BASE,
         "http.response.status_code": 202,
@@ -444,14 +378,14 @@ def test_active_requests_is_one_while_the_body_is_iterated_and_zero_after_close(
 ) -> None:
     app = wrap(streaming, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     server = Server()
-    body = iter(app(make_environ(), server.start_response))
+    body = iter(app(make_environ(REQUEST), server.start_response))
     assert active(reader) == [({"http.request.method": "GET", "url.scheme": "http"}, 1)]
     assert next(body) == b"one "
     assert active_total(reader) == 1
     assert list(body) == [b"two ", b"three"]
     assert active_total(reader) == 1  # exhausted, but the server has not closed the response yet
     assert duration_count(reader) == 0  # nor is the duration recorded before the end
-    close(body)
+    close_body(body)
     assert active(reader) == [({"http.request.method": "GET", "url.scheme": "http"}, 0)]
     assert duration_count(reader) == 1
 
@@ -461,9 +395,9 @@ def test_active_requests_for_a_response_closed_without_iteration(
 ) -> None:
     app = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     server = Server()
-    body = app(make_environ(REQUEST_METHOD="POST"), server.start_response)
+    body = app(make_environ(REQUEST, REQUEST_METHOD="POST"), server.start_response)
     assert active(reader) == [({"http.request.method": "POST", "url.scheme": "http"}, 1)]
-    close(body)
+    close_body(body)
     assert active_total(reader) == 0
     assert attrs(only_point(reader, DURATION))["http.response.status_code"] == 200
 
@@ -482,14 +416,14 @@ def test_two_wraps_on_one_meter_provider_share_the_instruments(
         tracer_provider=provider,
         meter_provider=meter_provider,
     )
-    body_a = first(make_environ(), Server().start_response)
-    body_b = iter(second(make_environ(), Server().start_response))
+    body_a = first(make_environ(REQUEST), Server().start_response)
+    body_b = iter(second(make_environ(REQUEST), Server().start_response))
     next(body_b)
     # One observable counter serves both apps (the SDK would drop a second callback of that name).
     assert active(reader) == [({"http.request.method": "GET", "url.scheme": "http"}, 2)]
-    close(body_a)
+    close_body(body_a)
     assert active_total(reader) == 1
-    close(body_b)
+    close_body(body_b)
     assert active_total(reader) == 0
     assert duration_count(reader) == 2  # in one histogram stream (`collect` rejects a duplicate name)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
@@ -518,7 +452,7 @@ def test_active_requests_stay_consistent_across_threads(
         try:
             barrier.wait()
             for _ in range(25):
-                run(app)
+                run(app, make_environ(REQUEST))
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
@@ -535,18 +469,13 @@ def test_active_requests_stay_consistent_across_threads(
 # --- sampling and nesting -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sampler", [ALWAYS_OFF])
 def test_unsampled_requests_are_still_measured(
-    meter_provider: MeterProvider, reader: InMemoryMetricReader
+    traced: Traced, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
 ) -> None:
-    exporter = InMemorySpanExporter()
-    unsampled = TracerProvider(sampler=ALWAYS_OFF)
-    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
-    try:
-        app = wrap(hello, config=Config(), tracer_provider=unsampled, meter_provider=meter_provider)
-        run(app)
-        run(app)
-    finally:
-        unsampled.shutdown()
+    app = traced(hello)
+    run(app, make_environ(REQUEST))
+    run(app, make_environ(REQUEST))
     assert exporter.get_finished_spans() == ()
     point = only_point(reader, DURATION)
     assert point.count == 2
@@ -555,24 +484,18 @@ def test_unsampled_requests_are_still_measured(
     assert active_total(reader) == 0
 
 
+@pytest.mark.parametrize("sampler", [ALWAYS_OFF])
 def test_unsampled_request_that_raises_is_measured_with_its_error_type(
-    meter_provider: MeterProvider, reader: InMemoryMetricReader
+    traced: Traced, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
 ) -> None:
-    exporter = InMemorySpanExporter()
-    unsampled = TracerProvider(sampler=ALWAYS_OFF)
-    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
     error = Failures.AppError("unsampled failure")
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         raise error
 
-    try:
-        wrapped = wrap(app, config=Config(), tracer_provider=unsampled, meter_provider=meter_provider)
-        with pytest.raises(Failures.AppError) as raised:
-            run(wrapped)
-    finally:
-        unsampled.shutdown()
+    with pytest.raises(Failures.AppError) as raised:
+        run(traced(app), make_environ(REQUEST))
     assert raised.value is error
     assert exporter.get_finished_spans() == ()
     point = only_point(reader, DURATION)
@@ -596,10 +519,10 @@ def test_nested_layer_records_nothing_extra(
     inner = wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider)
     outer = wrap(inner, config=config, tracer_provider=provider, meter_provider=meter_provider)
     server = Server()
-    body = iter(outer(make_environ(CONTENT_LENGTH="4"), server.start_response))
+    body = iter(outer(make_environ(REQUEST, CONTENT_LENGTH="4"), server.start_response))
     assert active_total(reader) == 1
     assert b"".join(body) == b"defgh"
-    close(body)
+    close_body(body)
     assert sorted(span.kind.name for span in exporter.get_finished_spans()) == ["INTERNAL", "SERVER"]
     expected = {**BASE, "http.response.status_code": 200, "http.route": "/nested/{id}"}
     for name, value in ((DURATION, None), (REQUEST_SIZE, 4), (RESPONSE_SIZE, 8)):
@@ -608,17 +531,10 @@ def test_nested_layer_records_nothing_extra(
         if value is not None:
             assert point.sum == value, name
     assert active_total(reader) == 0
-    assert bytes(server.written) == b"abc"
+    assert b"".join(server.written) == b"abc"
 
 
 # --- exceptions -----------------------------------------------------------------------------
-
-
-class Failures:
-    """Namespace for exception classes, so `error.type` must be the qualified name."""
-
-    class AppError(Exception):
-        pass
 
 
 ERROR_CASES = [
@@ -663,7 +579,7 @@ def test_exceptions_put_error_type_on_the_duration(
 
     wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     with pytest.raises(Failures.AppError):
-        run(wrapped)
+        run(wrapped, make_environ(REQUEST))
     point = only_point(reader, DURATION)
     assert attrs(point) == expected
     (span,) = exporter.get_finished_spans()
@@ -680,7 +596,7 @@ def test_base_exception_is_measured_but_not_an_error(
 
     wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     with pytest.raises(SystemExit):
-        run(wrapped)
+        run(wrapped, make_environ(REQUEST))
     assert attrs(only_point(reader, DURATION)) == {**BASE, "http.response.status_code": 200}
     assert active_total(reader) == 0
 
@@ -732,7 +648,7 @@ def test_old_semconv_records_only_the_old_duration_in_ms(
         return [b"ok"]
 
     wrapped = wrap(app, config=Config(semconv="old"), tracer_provider=provider, meter_provider=meter_provider)
-    run(wrapped, make_environ(**{"wsgi.url_scheme": "https", **overrides}))
+    run(wrapped, make_environ(REQUEST, **{"wsgi.url_scheme": "https", **overrides}))
     metrics = collect(reader)
     assert set(metrics) == {OLD_DURATION, ACTIVE}
     assert metrics[OLD_DURATION].unit == "ms"
@@ -753,7 +669,7 @@ def test_dup_semconv_records_both_histograms(
     wrapped = wrap(
         hello, config=Config(semconv="dup"), tracer_provider=provider, meter_provider=meter_provider
     )
-    run(wrapped, make_environ(**{"wsgi.url_scheme": "https"}))
+    run(wrapped, make_environ(REQUEST, **{"wsgi.url_scheme": "https"}))
     metrics = collect(reader)
     assert set(metrics) == {DURATION, OLD_DURATION, ACTIVE}
     (stable,) = histogram_points(metrics[DURATION])
@@ -812,10 +728,10 @@ def test_body_sizes_request_from_content_length_response_from_bytes_sent(
         tracer_provider=provider,
         meter_provider=meter_provider,
     )
-    environ = make_environ(REQUEST_METHOD="POST")
+    environ = make_environ(REQUEST, REQUEST_METHOD="POST")
     if content_length is not None:
         environ["CONTENT_LENGTH"] = content_length
-    server, body = run(wrapped, environ)
+    body = run(wrapped, environ).body
     assert body == b"abcdefgh"
     metrics = collect(reader)
     duration_attrs = attrs(histogram_points(metrics[DURATION])[0])
@@ -845,16 +761,16 @@ def test_write_bytes_reach_the_server_unbuffered(
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"first")
-        seen.append(bytes(server.written))  # the server has it before the app returns
+        seen.append(b"".join(server.written))  # the server has it before the app returns
         write(b"second")
         return []
 
     wrapped = wrap(
         app, config=Config(body_size_metrics=True), tracer_provider=provider, meter_provider=meter_provider
     )
-    body = wrapped(make_environ(), server.start_response)
+    body = wrapped(make_environ(REQUEST), server.start_response)
     assert list(body) == []
-    close(body)
+    close_body(body)
     assert seen == [b"first"]
     assert only_point(reader, RESPONSE_SIZE).sum == len(b"firstsecond")
 
@@ -875,11 +791,11 @@ def test_file_wrapper_response_size_is_its_content_length(
         app, config=Config(body_size_metrics=True), tracer_provider=provider, meter_provider=meter_provider
     )
     server = Server()
-    body = wrapped(make_environ(**{"wsgi.file_wrapper": FileWrapper}), server.start_response)
+    body = wrapped(make_environ(REQUEST, **{"wsgi.file_wrapper": FileWrapper}), server.start_response)
     assert isinstance(body, FileWrapper)  # handed back as is, so the server may use sendfile
     assert b"".join(body) == payload
     assert active_total(reader) == 1
-    close(body)
+    close_body(body)
     assert active_total(reader) == 0
     assert only_point(reader, RESPONSE_SIZE).sum == 1000
 
@@ -888,7 +804,7 @@ def test_body_size_metrics_are_off_by_default(
     provider: TracerProvider, meter_provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
     wrapped = wrap(writing, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    _, body = run(wrapped, make_environ(REQUEST_METHOD="POST", CONTENT_LENGTH="5"))
+    body = run(wrapped, make_environ(REQUEST, REQUEST_METHOD="POST", CONTENT_LENGTH="5")).body
     assert body == b"abcdefgh"
     assert set(collect(reader)) == {DURATION, ACTIVE}
 
@@ -902,7 +818,8 @@ def test_duration_exemplar_links_to_the_sampled_span(
     meter_provider: MeterProvider,
     reader: InMemoryMetricReader,
 ) -> None:
-    run(wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider))
+    wrapped = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    run(wrapped, make_environ(REQUEST))
     (span,) = exporter.get_finished_spans()
     assert span.kind is SpanKind.SERVER and span.context is not None
     point = only_point(reader, DURATION)
@@ -927,9 +844,9 @@ def test_noop_meter_provider_means_no_metric_work(
         tracer_provider=provider,
         meter_provider=NoOpMeterProvider(),
     )
-    environ = make_environ()
-    server, body = run(wrapped, environ)
-    assert (server.status, body) == ("200 OK", b"abcdefgh")
+    environ = make_environ(REQUEST)
+    response = run(wrapped, environ)
+    assert (response.status, response.body) == ("200 OK", b"abcdefgh")
     assert len(exporter.get_finished_spans()) == 1
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest)
@@ -954,9 +871,9 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
     try:
         wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
         routes = [f"/{n}" for n in range(_CACHE_LIMIT + extra)]
-        environ = make_environ()
+        environ = make_environ(REQUEST)
         for path in [*routes, *routes[:3], *routes[-3:]]:
-            environ = make_environ(PATH_INFO=path)
+            environ = make_environ(REQUEST, PATH_INFO=path)
             run(wrapped, environ)
         points = histogram_points(collect(reader)[DURATION])
     finally:
@@ -987,7 +904,8 @@ def test_route_on_the_metric_is_the_span_route_cut_to_the_attribute_limit(
         return [b"ok"]
 
     config = Config(max_attribute_length=16)
-    run(wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider))
+    wrapped = wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider)
+    run(wrapped, make_environ(REQUEST))
     (span,) = exporter.get_finished_spans()
     assert span.attributes is not None
     assert span.attributes["http.route"] == route[:16]
@@ -1004,11 +922,11 @@ def test_attribute_cache_budget_is_shared_by_every_series(
         return [b""]
 
     wrapped = wrap(app, config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    environ = make_environ()
+    environ = make_environ(REQUEST)
     half = _CACHE_LIMIT // 2 + 10
     for method, version in (("GET", "HTTP/1.1"), ("POST", "HTTP/1.0"), ("PUT", "HTTP/2")):
         for n in range(half):
-            environ = make_environ(REQUEST_METHOD=method, SERVER_PROTOCOL=version, PATH_INFO=f"/{n}")
+            environ = make_environ(REQUEST, REQUEST_METHOD=method, SERVER_PROTOCOL=version, PATH_INFO=f"/{n}")
             run(wrapped, environ)
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
@@ -1026,7 +944,7 @@ def test_request_series_past_the_cache_cap_are_still_measured_apart(provider: Tr
         config = Config(capture_all_methods=True)
         wrapped = wrap(hello, config=config, tracer_provider=provider, meter_provider=meter_provider)
         for method in [*methods, *methods[-3:]]:
-            run(wrapped, make_environ(REQUEST_METHOD=method))
+            run(wrapped, make_environ(REQUEST, REQUEST_METHOD=method))
         points = histogram_points(collect(reader)[DURATION])
     finally:
         meter_provider.shutdown()
