@@ -8,18 +8,14 @@ WSGI contract, and that the body is closed) and once each through a real wsgiref
 
 from __future__ import annotations
 
-import http.client
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-from wsgiref.types import WSGIApplication, WSGIEnvironment
-from wsgiref.util import setup_testing_defaults
+from wsgiref.types import WSGIApplication
 from wsgiref.validate import validator
 
 import django  # type: ignore[import-untyped]
 import pytest
+from apps import http_get, make_environ, run, serve_wsgiref, wait_until
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.wsgi import get_wsgi_application  # type: ignore[import-untyped]
 from django.http import HttpResponse  # type: ignore[import-untyped]
@@ -28,7 +24,6 @@ from flask import Flask, request
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
 
@@ -118,22 +113,8 @@ def _django_settings() -> None:
 
 def _call(app: WSGIApplication, path_info: str) -> tuple[int, bytes]:
     """Call the app as a server would, through `wsgiref.validate` on both sides; close the body."""
-    environ: WSGIEnvironment = {}
-    setup_testing_defaults(environ)
-    environ["PATH_INFO"], environ["QUERY_STRING"] = path_info, ""
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        statuses.append(status)
-        return lambda data: None
-
-    result = validator(app)(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        close: Callable[[], object] = getattr(result, "close")  # noqa: B009  (the validator's iterator)
-        close()
-    return int(statuses[-1][:3]), body
+    response = run(validator(app), make_environ(PATH_INFO=path_info))
+    return int(response.status[:3]), response.body
 
 
 FRAMEWORKS: Final[dict[str, Callable[[TracerProvider], WSGIApplication]]] = {
@@ -189,25 +170,15 @@ def test_framework_route_names_the_span_in_process(
     _check_span(span, path_info, status, route)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    @override
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
-        pass
-
-
 @pytest.fixture
 def served(request: pytest.FixtureRequest, provider: TracerProvider) -> Iterator[int]:
     """Serve the framework named by the test's parameter with a real wsgiref server; yield the port."""
     framework: str = request.param
-    server = make_server("127.0.0.1", 0, FRAMEWORKS[framework](provider), handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
+    server = serve_wsgiref(FRAMEWORKS[framework](provider))
     try:
-        yield server.server_port
+        yield server.port
     finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -221,17 +192,9 @@ def served(request: pytest.FixtureRequest, provider: TracerProvider) -> Iterator
 def test_framework_route_names_the_span_over_a_real_server(
     served: int, exporter: InMemorySpanExporter, route: str
 ) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
-    try:
-        connection.request("GET", "/hello/world")
-        response = connection.getresponse()
-        status, body = response.status, response.read()
-    finally:
-        connection.close()
+    status, body = http_get(served, "/hello/world")
     # wsgiref closes the body (ending the span) after sending it: wait for the span, bounded.
-    deadline = time.monotonic() + 10
-    while not exporter.get_finished_spans() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(exporter.get_finished_spans()) > 0, "the span")
 
     assert (status, body) == (200, b"hello world")
     (span,) = exporter.get_finished_spans()

@@ -7,7 +7,6 @@ tests wait for spans with a bounded timeout; nothing here asserts on durations.
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import io
 import json
@@ -19,16 +18,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import FileWrapper
 
 import pytest
+from apps import DEADLINE, Served, http_get, once, serve_wsgiref, wait_until
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,70 +39,19 @@ from otel_wsgi import Config, set_route, wrap
 
 TESTS_DIR: Final = Path(__file__).resolve().parent
 REPO_DIR: Final = TESTS_DIR.parent
-#: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
-DEADLINE: Final = 15.0
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
 BLOB_SIZE: Final = 1 << 20
-
-
-def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # --- in-process servers ---
 
 
-def _once(action: Callable[[], None]) -> Callable[[], None]:
-    """Return `action` made idempotent: a test may stop its server, and the fixture stops it again."""
-    done: list[bool] = []
-
-    def run_once() -> None:
-        if not done:
-            done.append(True)
-            action()
-
-    return run_once
-
-
 @dataclass(frozen=True)
-class Served:
-    """A server listening on 127.0.0.1 in this process, and how to stop it."""
-
-    port: int
-    stop: Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Server:
+class RealServer:
     """A real WSGI server: how to start one, and the class it gives as `wsgi.file_wrapper`."""
 
     start: Callable[[WSGIApplication], Served]
     file_wrapper: type
-
-
-class _QuietHandler(WSGIRequestHandler):
-    @override
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
-        pass
-
-
-def _serve_wsgiref(app: WSGIApplication) -> Served:
-    server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()  # returns once the request being handled (and its close()) is done
-        thread.join(DEADLINE)
-        server.server_close()
-        assert not thread.is_alive(), "wsgiref did not stop"
-
-    return Served(server.server_port, _once(stop))
 
 
 def _serve_waitress(app: WSGIApplication) -> Served:
@@ -120,23 +67,23 @@ def _serve_waitress(app: WSGIApplication) -> Served:
         server.task_dispatcher.shutdown()
         assert not thread.is_alive(), "waitress did not stop"
 
-    return Served(int(server.effective_port), _once(stop))
+    return Served(int(server.effective_port), once(stop))
 
 
 SERVERS: Final = [
-    pytest.param(Server(_serve_wsgiref, FileWrapper), id="wsgiref"),
-    pytest.param(Server(_serve_waitress, ReadOnlyFileBasedBuffer), id="waitress"),
+    pytest.param(RealServer(serve_wsgiref, FileWrapper), id="wsgiref"),
+    pytest.param(RealServer(_serve_waitress, ReadOnlyFileBasedBuffer), id="waitress"),
 ]
 
 
 @pytest.fixture(params=SERVERS)
-def server(request: pytest.FixtureRequest) -> Server:
-    chosen: Server = request.param
+def server(request: pytest.FixtureRequest) -> RealServer:
+    chosen: RealServer = request.param
     return chosen
 
 
 @pytest.fixture
-def serve(server: Server) -> Iterator[Callable[[WSGIApplication], Served]]:
+def serve(server: RealServer) -> Iterator[Callable[[WSGIApplication], Served]]:
     """Start `server` around an app; every server started is stopped after the test."""
     started: list[Served] = []
 
@@ -160,19 +107,8 @@ def _no_span_ended_twice(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 def _spans(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
     """Wait for at least `count` ended spans, then return all of them."""
-    _wait_until(lambda: len(exporter.get_finished_spans()) >= count, f"{count} span(s)")
+    wait_until(lambda: len(exporter.get_finished_spans()) >= count, f"{count} span(s)")
     return exporter.get_finished_spans()
-
-
-def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """One HTTP/1.1 GET; return the status and the whole body."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def _raw_get(port: int, path: str) -> bytes:
@@ -261,7 +197,7 @@ def test_every_body_shape_is_served_whole_and_ends_one_span(
         return make_body(start_response, closes)
 
     served = serve(wrap(app, config=Config(), tracer_provider=provider))
-    status, body = _get(served.port, "/shape/one?x=1")
+    status, body = http_get(served.port, "/shape/one?x=1")
     (span,) = _spans(exporter, 1)
     served.stop()
 
@@ -294,7 +230,7 @@ class _LoggedFile(io.FileIO):
 
 
 def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_ends(
-    server: Server,
+    server: RealServer,
     serve: Callable[[WSGIApplication], Served],
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -320,7 +256,7 @@ def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_en
         return result
 
     served = serve(spy)
-    status, body = _get(served.port, "/blob")
+    status, body = http_get(served.port, "/blob")
     (span,) = _spans(exporter, 1)
     served.stop()
 
@@ -400,7 +336,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
 
     def call(trace_id: str) -> None:
         header = f"00-{trace_id}-{parents[trace_id]}-01"
-        bodies[trace_id] = _get(served.port, "/", {"traceparent": header})[1]
+        bodies[trace_id] = http_get(served.port, "/", {"traceparent": header})[1]
 
     threads = [threading.Thread(target=call, args=(trace_id,)) for trace_id in parents]
     for thread in threads:
@@ -445,7 +381,7 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
             head += sock.recv(1024)
     # The client has gone after the headers; the server finds out on a later send and closes the body.
     (span,) = _spans(exporter, 1)
-    _wait_until(lambda: closes != [], "close() of the body")
+    wait_until(lambda: closes != [], "close() of the body")
     served.stop()
 
     assert head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
@@ -494,7 +430,7 @@ def _listening_port(log: Path, process: subprocess.Popen[bytes]) -> int:
             found.append(int(match[1]))
         return bool(found)
 
-    _wait_until(listening, "gunicorn to listen")
+    wait_until(listening, "gunicorn to listen")
     return found[0]
 
 
@@ -537,7 +473,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     try:
         port = _listening_port(log, process)
         # Ready once a request is answered (the worker has imported the app).
-        assert _get(port, "/hello?ready")[0] == 200, log.read_text()
+        assert http_get(port, "/hello?ready")[0] == 200, log.read_text()
         yield Gunicorn(port, events, blob, strace_out)
     finally:
         _stop(process)
@@ -558,7 +494,7 @@ def _events(events: Path, kind: str, query: str) -> list[dict[str, Any]]:
 
 def _gunicorn_span(server: Gunicorn, query: str) -> dict[str, Any]:
     """Wait for the span of the request with this query; fail unless there is exactly one."""
-    _wait_until(lambda: _events(server.events, "span", query) != [], f"the span of ?{query}")
+    wait_until(lambda: _events(server.events, "span", query) != [], f"the span of ?{query}")
     (span,) = _events(server.events, "span", query)
     assert [record for record in _records(server.events) if record["kind"] == "log"] == []
     return span
@@ -586,7 +522,7 @@ def test_gunicorn_serves_each_response_kind_with_one_span(
     error_type: str | None,
 ) -> None:
     query = f"case={path.strip('/')}"
-    got_status, got_body = _get(gunicorn.port, f"{path}?{query}")
+    got_status, got_body = http_get(gunicorn.port, f"{path}?{query}")
     span = _gunicorn_span(gunicorn, query)
 
     assert got_status == status
@@ -602,7 +538,7 @@ def test_gunicorn_serves_each_response_kind_with_one_span(
 
 def test_gunicorn_file_wrapper_keeps_sendfile(gunicorn: Gunicorn) -> None:
     query = "case=file"
-    status, body = _get(gunicorn.port, f"/file?{query}")
+    status, body = http_get(gunicorn.port, f"/file?{query}")
     span = _gunicorn_span(gunicorn, query)
 
     assert (status, body == gunicorn.blob.read_bytes()) == (200, True)
@@ -627,9 +563,9 @@ def test_gunicorn_sends_file_with_sendfile(gunicorn: Gunicorn) -> None:
         pytest.skip("strace is not available (or may not trace) here")
     strace_out = gunicorn.strace
     before = _sendfile_bytes(strace_out)
-    status, body = _get(gunicorn.port, "/file?case=sendfile")
+    status, body = http_get(gunicorn.port, "/file?case=sendfile")
     _gunicorn_span(gunicorn, "case=sendfile")
-    _wait_until(lambda: _sendfile_bytes(strace_out) >= before + BLOB_SIZE, "sendfile(2) in strace's log")
+    wait_until(lambda: _sendfile_bytes(strace_out) >= before + BLOB_SIZE, "sendfile(2) in strace's log")
 
     assert (status, len(body)) == (200, BLOB_SIZE)
     assert _sendfile_bytes(strace_out) - before == BLOB_SIZE
