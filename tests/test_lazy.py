@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
@@ -12,14 +12,23 @@ from apps import Server, Traced, close_body, list_app, make_environ
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
+    Link,
     NonRecordingSpan,
     Span,
     SpanKind,
     Tracer,
     TracerProvider,
+    TraceState,
     _Links,
 )
 from opentelemetry.util._decorator import _agnosticcontextmanager
@@ -27,8 +36,7 @@ from opentelemetry.util.types import Attributes
 from typing_extensions import override
 
 from otel_wsgi import Config, wrap
-from otel_wsgi.lazy import LazyAttributes
-from otel_wsgi.pure import request_head, request_record
+from otel_wsgi.pure import request_record
 
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
@@ -85,13 +93,56 @@ def test_a_recorded_span_gets_every_attribute(traced: Traced, exporter: InMemory
     assert "HTTP_USER_AGENT" in env.read
 
 
-def test_lazy_attributes_behave_as_the_record_attributes() -> None:
+class KeepingSampler(Sampler):
+    """Keep the attribute mapping each `should_sample` call is given, unread, and drop the span."""
+
+    def __init__(self) -> None:
+        self.kept: list[Attributes] = []
+
+    @override
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        self.kept.append(attributes)
+        return SamplingResult(Decision.DROP)
+
+    @override
+    def get_description(self) -> str:
+        return "KeepingSampler"
+
+
+@runtime_checkable
+class SupportsCopy(Protocol):
+    def copy(self) -> Mapping[str, object]: ...
+
+
+def kept_attributes(traced: Traced, sampler: KeepingSampler, env: ReadLog) -> Mapping[str, object]:
+    """Serve one request; return the attribute mapping the sampler was given."""
+    serve(traced, env)
+    (kept,) = sampler.kept
+    assert kept is not None
+    return kept
+
+
+@pytest.mark.parametrize("sampler", [KeepingSampler()])
+def test_the_samplers_attributes_behave_as_the_record_attributes(
+    traced: Traced, sampler: KeepingSampler
+) -> None:
     env = environ()
     expected = request_record(environ(), Config()).attributes
-    lazy = LazyAttributes(env, Config(), request_head(environ(), Config()))
-    assert env.read == []  # nothing read until asked
+    lazy = kept_attributes(traced, sampler, env)
+    # Nothing only the attributes need was read until asked.
+    assert {"HTTP_USER_AGENT", "QUERY_STRING", "REMOTE_ADDR"} & set(env.read) == set()
     assert len(lazy) == len(expected)
     assert dict(lazy) == expected
+    assert isinstance(lazy, SupportsCopy)
     assert lazy.copy() == expected
     assert MappingProxyType(lazy).copy() == expected  # what the SDK's SamplingResult does
     assert lazy["url.query"] == "a=1"
@@ -103,8 +154,9 @@ def test_lazy_attributes_behave_as_the_record_attributes() -> None:
     assert len(env.read) == reads  # built once
 
 
-def test_keys_iterates_in_record_order() -> None:
-    lazy = LazyAttributes(environ(), Config(), request_head(environ(), Config()))
+@pytest.mark.parametrize("sampler", [KeepingSampler()])
+def test_keys_iterates_in_record_order(traced: Traced, sampler: KeepingSampler) -> None:
+    lazy = kept_attributes(traced, sampler, environ())
     keys: Iterator[str] = iter(lazy.keys())
     assert list(keys) == list(request_record(environ(), Config()).attributes)
 

@@ -28,7 +28,7 @@ from apps import (
     run,
     sum_points,
 )
-from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.metrics import Meter, NoOpMeterProvider
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -41,10 +41,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import Attributes
+from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
+
+# Private names, read only by the cache-bound tests at the end of this module.
 from otel_wsgi.effects import TracedRequest
-from otel_wsgi.metrics import _CACHE_LIMIT, metrics_for
+from otel_wsgi.metrics import _CACHE_LIMIT
 from otel_wsgi.types import SemconvMode
 
 DURATION: str = "http.server.request.duration"
@@ -56,7 +60,7 @@ RESPONSE_SIZE: str = "http.server.response.body.size"
 SEMCONV_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
 )  # fmt: skip
-# Where the middleware keeps its per-request state in the environ (read to inspect the cache).
+# Where the middleware keeps its per-request state in the environ (private: read by the cache tests).
 STATE_KEY: str = "otel_wsgi.request"
 
 Headers = list[tuple[str, str]]
@@ -426,19 +430,23 @@ def test_two_wraps_on_one_meter_provider_share_the_instruments(
     close_body(body_b)
     assert active_total(reader) == 0
     assert duration_count(reader) == 2  # in one histogram stream (`collect` rejects a duplicate name)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
-    # The registry is per meter provider: shared by configs on one, fresh for another.
-    one = metrics_for(meter_provider, Config())
-    two = metrics_for(meter_provider, Config(semconv="dup"))
-    other_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    # The instruments are per meter provider: shared by every config on one, fresh for another.
+    dup = wrap(hello, config=Config(semconv="dup"), tracer_provider=provider, meter_provider=meter_provider)
+    run(dup, make_environ(REQUEST))
+    assert duration_count(reader) == 3
+    assert set(collect(reader)) == {DURATION, OLD_DURATION, ACTIVE, RESPONSE_SIZE}
+    other_reader = InMemoryMetricReader()
+    other_provider = MeterProvider(metric_readers=[other_reader])
     try:
-        other = metrics_for(other_provider, Config())
-        assert one is not None and two is not None and other is not None
-        assert one.registry is two.registry
-        assert other.registry is not one.registry
+        other = wrap(hello, config=Config(), tracer_provider=provider, meter_provider=other_provider)
+        run(other, make_environ(REQUEST))
+        assert duration_count(other_reader) == 1
+        assert active(other_reader) == [({"http.request.method": "GET", "url.scheme": "http"}, 0)]
+        assert duration_count(reader) == 3
     finally:
         other_provider.shutdown()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_active_requests_stay_consistent_across_threads(
@@ -832,28 +840,61 @@ def test_duration_exemplar_links_to_the_sampled_span(
 # --- no-op provider -------------------------------------------------------------------------
 
 
-def test_noop_meter_provider_means_no_metric_work(
-    provider: TracerProvider, exporter: InMemorySpanExporter, meter_provider: MeterProvider
-) -> None:
-    assert metrics_for(NoOpMeterProvider(), Config()) is None
-    assert metrics_for(meter_provider, Config()) is not None
+class CountingNoOpMeterProvider(NoOpMeterProvider):
+    """An explicit no-op meter provider that counts the meters asked of it."""
 
-    wrapped = wrap(
-        writing,
-        config=Config(body_size_metrics=True),
-        tracer_provider=provider,
-        meter_provider=NoOpMeterProvider(),
-    )
-    environ = make_environ(REQUEST)
-    response = run(wrapped, environ)
+    def __init__(self) -> None:
+        super().__init__()
+        self.meters = 0
+
+    @override
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes | None = None,
+    ) -> Meter:
+        self.meters += 1
+        return super().get_meter(name, version, schema_url, attributes)
+
+
+def test_noop_meter_provider_means_no_metric_work(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    reader: InMemoryMetricReader,
+) -> None:
+    writes: list[Callable[[bytes], object]] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        writes.append(start_response("200 OK", [("Content-Type", "text/plain")]))
+        return writing(environ, start_response)
+
+    config = Config(body_size_metrics=True)
+    noop = CountingNoOpMeterProvider()
+    wrapped = wrap(app, config=config, tracer_provider=provider, meter_provider=noop)
+    server = Server()
+    response = run(wrapped, make_environ(REQUEST), server)
     assert (response.status, response.body) == ("200 OK", b"abcdefgh")
     assert len(exporter.get_finished_spans()) == 1
-    state = environ[STATE_KEY]
-    assert isinstance(state, TracedRequest)
-    assert state.metrics is None
+    assert noop.meters == 0  # no meter asked for, at wrap time or per request
+    assert writes == [server.write]  # the server's own `write`: no bytes counted
+    # Control: on a real meter provider the same app is measured and its `write` is counted.
+    measured = wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider)
+    counted = Server()
+    run(measured, make_environ(REQUEST), counted)
+    assert writes[-1] != counted.write
+    assert only_point(reader, RESPONSE_SIZE).sum == len(b"abcdefgh")
 
 
-# --- the attribute-set cache ----------------------------------------------------------------
+# --- private internals: the bound on cached attribute sets ------------------------------------
+#
+# No public observation shows how many attribute sets a wrap() keeps, so these tests read private
+# names of otel_wsgi: `otel_wsgi.metrics._CACHE_LIMIT`, the per-request state the middleware stores
+# under `environ["otel_wsgi.request"]` (`otel_wsgi.effects.TracedRequest`), and its fields
+# `.metrics` (a `Metrics`), `.series` (a `_Series`) with `.sets`, and `Metrics.series` / `.cached`.
+# Each also proves, publicly, that the sets past the bound are still exact.
 
 
 def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: TracerProvider) -> None:

@@ -1,15 +1,65 @@
-"""The environ getter behind context extraction: header names to PEP 3333 keys and back."""
+"""The environ getter behind context extraction: header names to PEP 3333 keys and back.
+
+The getter is the one `wrap()` hands its propagator: a propagator that keeps it shows it publicly.
+"""
 
 from __future__ import annotations
 
-from wsgiref.types import WSGIEnvironment
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
-from opentelemetry.propagators.textmap import Getter
+from apps import Traced, make_environ, run
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from typing_extensions import override
 
-from otel_wsgi import effects
 
-GETTER: Getter[WSGIEnvironment] = effects._GETTER
+class GetterKeeper(TextMapPropagator):
+    """A propagator that keeps each getter `extract` is given, and extracts nothing."""
+
+    def __init__(self) -> None:
+        self.getters: list[Getter[WSGIEnvironment]] = []
+
+    @override
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        self.getters.append(getter)  # type: ignore[arg-type]  # wrap() extracts from the environ
+        return Context() if context is None else context
+
+    @override
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        return None
+
+    @property
+    @override
+    def fields(self) -> set[str]:
+        return set()
+
+
+def ok(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+@pytest.fixture
+def getter(traced: Traced) -> Getter[WSGIEnvironment]:
+    """The getter the middleware gives its propagator (one request, through `wrap()`)."""
+    keeper = GetterKeeper()
+    run(traced(ok, propagator=keeper), make_environ())
+    (kept,) = keeper.getters
+    return kept
+
 
 GET_CASES = [
     pytest.param({"HTTP_TRACEPARENT": "00-a-b-01"}, "traceparent", ["00-a-b-01"], id="traceparent"),
@@ -22,11 +72,13 @@ GET_CASES = [
 
 
 @pytest.mark.parametrize(("environ", "key", "expected"), GET_CASES)
-def test_getter_reads_pep3333_keys(environ: WSGIEnvironment, key: str, expected: list[str] | None) -> None:
-    assert GETTER.get(environ, key) == expected
+def test_getter_reads_pep3333_keys(
+    getter: Getter[WSGIEnvironment], environ: WSGIEnvironment, key: str, expected: list[str] | None
+) -> None:
+    assert getter.get(environ, key) == expected
 
 
-def test_getter_keys_lists_request_headers_only() -> None:
+def test_getter_keys_lists_request_headers_only(getter: Getter[WSGIEnvironment]) -> None:
     environ: WSGIEnvironment = {
         "HTTP_TRACEPARENT": "x",
         "HTTP_X_B3_SAMPLED": "1",
@@ -35,12 +87,12 @@ def test_getter_keys_lists_request_headers_only() -> None:
         "wsgi.input": None,
         "HTTP_": "empty name",
     }
-    assert sorted(GETTER.keys(environ)) == ["content-length", "traceparent", "x-b3-sampled"]
+    assert sorted(getter.keys(environ)) == ["content-length", "traceparent", "x-b3-sampled"]
 
 
-def test_every_listed_key_can_be_read_back() -> None:
+def test_every_listed_key_can_be_read_back(getter: Getter[WSGIEnvironment]) -> None:
     environ: WSGIEnvironment = {"HTTP_TRACEPARENT": "a", "HTTP_X_ONE_TWO": "b", "CONTENT_TYPE": "c"}
-    assert {key: GETTER.get(environ, key) for key in GETTER.keys(environ)} == {
+    assert {key: getter.get(environ, key) for key in getter.keys(environ)} == {
         "traceparent": ["a"],
         "x-one-two": ["b"],
         "content-type": ["c"],
