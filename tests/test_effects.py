@@ -1054,96 +1054,6 @@ def test_rule6_result_whose_getattr_raises_is_served_unchanged(
     assert one_span(exporter).end_time is not None
 
 
-# --- per-app work happens once, at wrap time ---
-
-
-def test_config_and_tracer_are_looked_up_at_wrap_time_not_per_request(
-    monkeypatch: pytest.MonkeyPatch,
-    provider: TracerProvider,
-    meter_provider: MeterProvider,
-    exporter: InMemorySpanExporter,
-) -> None:
-    app = wrap(list_app(), tracer_provider=provider, meter_provider=meter_provider)  # config from env
-    lookups: list[str] = []
-
-    def counting_from_env(env: Mapping[str, str] | None = None) -> Config:
-        lookups.append("Config.from_env")
-        return Config()
-
-    def counting_get_tracer(*args: object, **kwargs: object) -> trace.Tracer:
-        lookups.append("get_tracer")
-        return trace.NoOpTracer()
-
-    monkeypatch.setattr(Config, "from_env", counting_from_env)
-    monkeypatch.setattr(provider, "get_tracer", counting_get_tracer)
-    for _ in range(3):
-        run(app, make_environ())
-    assert lookups == []
-    assert len(spans(exporter)) == 3
-
-
-# --- wsgiref.validate and threads ---
-
-VALIDATED_APPS = ["list", "generator", "file"]
-
-
-@pytest.mark.parametrize("kind", VALIDATED_APPS)
-def test_wsgiref_validator_around_the_app_and_the_middleware(
-    traced: Traced, exporter: InMemorySpanExporter, data_file: Path, kind: str
-) -> None:
-    opened: list[io.BufferedReader] = []
-    app = {"list": list_app(), "generator": generator_app(), "file": file_app(str(data_file), opened)}[kind]
-    expected = data_file.read_bytes() if kind == "file" else b"".join(BODY)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for checked in (validator(traced(validator(app))), validator(traced(app))):
-            output, errors = serve(checked, make_environ())
-            assert errors == ""
-            head, _, payload = output.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.0 200 OK")
-            assert payload == expected
-    assert [str(warning.message) for warning in caught] == []
-    assert all(filelike.closed for filelike in opened)
-    assert [span.kind for span in spans(exporter)] == [SpanKind.SERVER] * 2
-
-
-THREADS, REQUESTS = 8, 20
-
-
-def test_threads_with_distinct_traceparents_never_mix(traced: Traced, exporter: InMemorySpanExporter) -> None:
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
-        start_response("200 OK", list(HEADERS))
-        yield b"%032x" % current_ids()[0]
-        yield b"-%016x" % current_ids()[1]
-
-    traced_app = traced(app)
-    barrier = threading.Barrier(THREADS)
-
-    def client(thread: int) -> list[tuple[int, int, bytes]]:
-        barrier.wait(timeout=60)  # a safety net against a hang, not a timing assertion
-        seen = []
-        for request in range(REQUESTS):
-            trace_id, parent_id = (thread + 1) << 64 | (request + 1), (thread + 1) << 32 | (request + 1)
-            environ = make_environ({"HTTP_TRACEPARENT": f"00-{trace_id:032x}-{parent_id:016x}-01"})
-            seen.append((trace_id, parent_id, run(traced_app, environ).body))
-        return seen
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        results = [row for rows in pool.map(client, range(THREADS)) for row in rows]
-
-    by_parent = {parent_id: trace_id for trace_id, parent_id, _ in results}
-    assert len(by_parent) == THREADS * REQUESTS
-    found = spans(exporter)
-    assert len(found) == THREADS * REQUESTS
-    for span in found:
-        assert span.parent is not None and span.parent.is_remote
-        assert ids(span)[0] == span.parent.trace_id == by_parent[span.parent.span_id]
-    # Inside each body the current span was that request's own span.
-    assert sorted(body for _, _, body in results) == sorted(b"%032x-%016x" % ids(span) for span in found)
-    for trace_id, _, body in results:
-        assert body.startswith(b"%032x" % trace_id)
-
-
 class ProxyWithoutClose:
     """A lazy proxy with no `close`: looking any attribute up raises RuntimeError."""
 
@@ -1318,6 +1228,96 @@ def test_rule6_non_bytes_chunks_reach_the_server_unchanged(
     assert list(body) == chunks
     close_body(body)
     assert one_span(exporter).end_time is not None
+
+
+# --- per-app work happens once, at wrap time ---
+
+
+def test_config_and_tracer_are_looked_up_at_wrap_time_not_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+    provider: TracerProvider,
+    meter_provider: MeterProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    app = wrap(list_app(), tracer_provider=provider, meter_provider=meter_provider)  # config from env
+    lookups: list[str] = []
+
+    def counting_from_env(env: Mapping[str, str] | None = None) -> Config:
+        lookups.append("Config.from_env")
+        return Config()
+
+    def counting_get_tracer(*args: object, **kwargs: object) -> trace.Tracer:
+        lookups.append("get_tracer")
+        return trace.NoOpTracer()
+
+    monkeypatch.setattr(Config, "from_env", counting_from_env)
+    monkeypatch.setattr(provider, "get_tracer", counting_get_tracer)
+    for _ in range(3):
+        run(app, make_environ())
+    assert lookups == []
+    assert len(spans(exporter)) == 3
+
+
+# --- wsgiref.validate and threads ---
+
+VALIDATED_APPS = ["list", "generator", "file"]
+
+
+@pytest.mark.parametrize("kind", VALIDATED_APPS)
+def test_wsgiref_validator_around_the_app_and_the_middleware(
+    traced: Traced, exporter: InMemorySpanExporter, data_file: Path, kind: str
+) -> None:
+    opened: list[io.BufferedReader] = []
+    app = {"list": list_app(), "generator": generator_app(), "file": file_app(str(data_file), opened)}[kind]
+    expected = data_file.read_bytes() if kind == "file" else b"".join(BODY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for checked in (validator(traced(validator(app))), validator(traced(app))):
+            output, errors = serve(checked, make_environ())
+            assert errors == ""
+            head, _, payload = output.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.0 200 OK")
+            assert payload == expected
+    assert [str(warning.message) for warning in caught] == []
+    assert all(filelike.closed for filelike in opened)
+    assert [span.kind for span in spans(exporter)] == [SpanKind.SERVER] * 2
+
+
+THREADS, REQUESTS = 8, 20
+
+
+def test_threads_with_distinct_traceparents_never_mix(traced: Traced, exporter: InMemorySpanExporter) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", list(HEADERS))
+        yield b"%032x" % current_ids()[0]
+        yield b"-%016x" % current_ids()[1]
+
+    traced_app = traced(app)
+    barrier = threading.Barrier(THREADS)
+
+    def client(thread: int) -> list[tuple[int, int, bytes]]:
+        barrier.wait(timeout=60)  # a safety net against a hang, not a timing assertion
+        seen = []
+        for request in range(REQUESTS):
+            trace_id, parent_id = (thread + 1) << 64 | (request + 1), (thread + 1) << 32 | (request + 1)
+            environ = make_environ({"HTTP_TRACEPARENT": f"00-{trace_id:032x}-{parent_id:016x}-01"})
+            seen.append((trace_id, parent_id, run(traced_app, environ).body))
+        return seen
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = [row for rows in pool.map(client, range(THREADS)) for row in rows]
+
+    by_parent = {parent_id: trace_id for trace_id, parent_id, _ in results}
+    assert len(by_parent) == THREADS * REQUESTS
+    found = spans(exporter)
+    assert len(found) == THREADS * REQUESTS
+    for span in found:
+        assert span.parent is not None and span.parent.is_remote
+        assert ids(span)[0] == span.parent.trace_id == by_parent[span.parent.span_id]
+    # Inside each body the current span was that request's own span.
+    assert sorted(body for _, _, body in results) == sorted(b"%032x-%016x" % ids(span) for span in found)
+    for trace_id, _, body in results:
+        assert body.startswith(b"%032x" % trace_id)
 
 
 # --- record_exception ---
