@@ -24,9 +24,16 @@ __all__ = ["RouteMiddleware", "instrument_app", "report_error", "report_routes"]
 _PENDING: Final = "otel_wsgi.falcon.exception"
 
 
+def _report_route(req: Request) -> None:
+    if req.uri_template is not None:  # None when no route matched (a 404)
+        set_route(req.env, req.uri_template)
+
+
 def report_error(req: Request, error: Exception, params: dict[str, Any], handled: bool) -> None:
     """Falcon error reporter: remember an exception an error handler answered (call it from yours)."""
-    # An unhandled one reaches the middleware itself; Falcon's HTTP errors are responses, not failures.
+    # An exception that leaves the app skips the response middleware: report the route now. That
+    # exception reaches the middleware itself; Falcon's HTTP errors are responses, not failures.
+    _report_route(req)
     if handled and not isinstance(error, HTTPError | HTTPStatus):
         req.env.setdefault(_PENDING, error)
 
@@ -35,8 +42,7 @@ class RouteMiddleware:
     """Falcon middleware: report the route, and a remembered exception if the answer is a 5xx."""
 
     def process_response(self, req: Request, resp: Response, resource: object, req_succeeded: bool) -> None:
-        if req.uri_template is not None:  # None when no route matched (a 404)
-            set_route(req.env, req.uri_template)
+        _report_route(req)
         error = req.env.pop(_PENDING, None)
         if isinstance(error, Exception) and resp.status_code >= 500:
             record_exception(req.env, error)
