@@ -247,6 +247,21 @@ def test_mounted_under_a_script_name(
     check_span(span, "/api/hello/world", 200, ROUTES["/hello/world"][framework])
 
 
+def test_bottle_child_mounted_by_its_parent_reports_the_rule_with_the_prefix(
+    providers: Providers, exporter: InMemorySpanExporter
+) -> None:
+    parent, child = bottle.Bottle(), bottle.Bottle()
+    child.route("/hello/<name>", "GET", lambda name: f"hello {name}")
+    parent.mount("/child/", child)  # Bottle merges the child's routes into the parent's router
+    app = otel_bottle.instrument_app(parent, tracer_provider=providers.tracer)
+
+    got = call(app, _environ("/child/hello/world"))
+
+    assert (got.status, got.body) == (200, b"hello world")
+    (span,) = exporter.get_finished_spans()
+    check_span(span, "/child/hello/world", 200, "/child/hello/<name>")
+
+
 # --- streaming: the span ends after the last byte, with the route ---
 
 
