@@ -161,7 +161,7 @@ class _FalconHello:
         resp.text = f"hello {name}"
 
 
-class _FalconBoom:
+class FalconBoom:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raise RuntimeError("boom")
 
@@ -197,7 +197,7 @@ def _falcon_bad_request(req: falcon.Request, resp: falcon.Response, error: Excep
 def falcon_app(providers: Providers, propagate: bool = False) -> WSGIApplication:
     app = falcon.App()
     app.add_route("/hello/{name}", _FalconHello())
-    app.add_route("/boom", _FalconBoom())
+    app.add_route("/boom", FalconBoom())
     app.add_route("/raise", _FalconRaise())
     app.add_route("/invalid", _FalconInvalid())
     app.add_route("/stream", _FalconStream())

@@ -20,17 +20,22 @@ from wsgiref.util import FileWrapper, setup_testing_defaults
 from wsgiref.validate import validator
 
 import bottle  # type: ignore[import-untyped]
+import falcon
 import pytest
-from framework_apps import BLOB, BUILDERS, CHUNKS, Providers, configure_django
+from framework_apps import BLOB, BUILDERS, CHUNKS, FalconBoom, Providers, configure_django
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from pyramid.config import Configurator  # type: ignore[import-untyped]
+from pyramid.response import Response as PyramidResponse  # type: ignore[import-untyped]
 from typing_extensions import override
 
 from otel_wsgi import wrap
 from otel_wsgi.integrations import bottle as otel_bottle
+from otel_wsgi.integrations import falcon as otel_falcon
+from otel_wsgi.integrations import pyramid as otel_pyramid
 from otel_wsgi.integrations._options import WrapOptions
 from otel_wsgi.integrations.django import http_route
 
@@ -260,6 +265,42 @@ def test_bottle_child_mounted_by_its_parent_reports_the_rule_with_the_prefix(
     assert (got.status, got.body) == (200, b"hello world")
     (span,) = exporter.get_finished_spans()
     check_span(span, "/child/hello/world", 200, "/child/hello/<name>")
+
+
+def test_pyramid_traversal_without_a_route_reports_none(
+    providers: Providers, exporter: InMemorySpanExporter
+) -> None:
+    with Configurator() as config:  # the default root; `/edit` finds the view named "edit" by traversal
+        config.add_view(lambda request: PyramidResponse("edited"), name="edit")
+        app = otel_pyramid.instrument_app(config.make_wsgi_app(), tracer_provider=providers.tracer)
+
+    got = call(app, _environ("/edit"))
+
+    assert (got.status, got.body) == (200, b"edited")
+    (span,) = exporter.get_finished_spans()
+    check_span(span, "/edit", 200, None)
+
+
+def test_falcon_app_with_its_own_error_reporter_calls_ours(
+    providers: Providers, exporter: InMemorySpanExporter
+) -> None:
+    reported: list[tuple[str, bool]] = []
+
+    def my_reporter(req: falcon.Request, error: Exception, params: dict[str, Any], handled: bool) -> None:
+        reported.append((type(error).__name__, handled))
+        otel_falcon.report_error(req, error, params, handled)
+
+    app = falcon.App()
+    app.add_route("/boom", FalconBoom())
+    application = otel_falcon.instrument_app(app, tracer_provider=providers.tracer)
+    app.set_error_reporter(my_reporter)  # replaces ours
+
+    got = call(application, _environ("/boom"))
+
+    assert (got.status, reported) == (500, [("RuntimeError", True)])
+    (span,) = exporter.get_finished_spans()
+    check_span(span, "/boom", 500, "/boom")
+    check_error(span, "RuntimeError")
 
 
 # --- streaming: the span ends after the last byte, with the route ---
