@@ -7,8 +7,11 @@ Django are also served by a real wsgiref server on 127.0.0.1.
 
 from __future__ import annotations
 
+import ast
 import http.client
 import inspect
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -349,6 +352,37 @@ def test_file_response_goes_through_the_servers_file_wrapper(
     assert (statuses, data) == (["200 OK"], BLOB)
     (span,) = exporter.get_finished_spans()
     check_span(span, "/file", 200, "/file")
+
+
+# --- packaging: no framework is imported unless its integration is ---
+
+FRAMEWORK_MODULES: Final = ("flask", "django", "falcon", "bottle", "pyramid", "werkzeug", "webob")
+
+
+def _loaded_frameworks(imports: str) -> list[str]:
+    """Import `imports` in a fresh interpreter; return the framework packages that got loaded."""
+    script = (
+        f"import sys, {imports}\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORK_MODULES!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded: list[str] = ast.literal_eval(done.stdout.strip())
+    return loaded
+
+
+def test_the_core_imports_no_framework() -> None:
+    modules = "otel_wsgi, otel_wsgi.pure, otel_wsgi.effects, otel_wsgi.integrations"
+    assert _loaded_frameworks(modules) == []
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_integration_imports_its_own_framework_only(framework: str) -> None:
+    loaded = _loaded_frameworks(f"otel_wsgi.integrations.{framework}")
+    # Flask brings its Werkzeug; Bottle's integration needs no import at all.
+    expected = {"flask": ["flask", "werkzeug"], "bottle": []}
+    assert loaded == expected.get(framework, [framework])
 
 
 # --- the typed keyword arguments ---
