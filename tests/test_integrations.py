@@ -462,15 +462,22 @@ def test_over_a_real_server(
     hello = _get(served, "/hello/world")
     boom_status, _ = _get(served, "/boom")
     streamed = _get(served, "/stream")
-    spans = sorted(_spans(exporter, 3), key=lambda span: span.start_time or 0)
+    file = _get(served, "/file")
+    spans = sorted(_spans(exporter, 4), key=lambda span: span.start_time or 0)
 
-    assert (hello, boom_status, streamed) == ((200, b"hello world"), 500, (200, b"".join(CHUNKS)))
-    assert len(spans) == 3
+    assert (hello, boom_status, streamed, file) == (
+        (200, b"hello world"),
+        500,
+        (200, b"".join(CHUNKS)),
+        (200, BLOB),
+    )
+    assert len(spans) == 4
     check_span(spans[0], "/hello/world", 200, ROUTES["/hello/world"][framework])
     check_error(spans[0], None)
     check_span(spans[1], "/boom", 500, "/boom")
     check_error(spans[1], "RuntimeError")
     check_span(spans[2], "/stream", 200, "/stream")
+    check_span(spans[3], "/file", 200, "/file")
     for span in spans:
         assert span.attributes is not None
         assert span.attributes["server.port"] == served

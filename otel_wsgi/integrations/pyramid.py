@@ -19,7 +19,7 @@ from typing_extensions import Unpack
 from otel_wsgi.effects import record_exception, set_route, wrap
 from otel_wsgi.integrations._options import WrapOptions
 
-__all__ = ["instrument_app", "report_routes"]
+__all__ = ["PyramidApp", "instrument_app", "report_routes"]
 
 
 class _Registry(Protocol):
