@@ -2,7 +2,7 @@
 
 Run by hand, never from the tests (`tests/test_memory.py` is the small CI version):
 
-    python benchmarks/memory.py                     # 100,000 requests, client-chosen values (about a minute)
+    python benchmarks/memory.py                     # 100,000 requests, client-chosen values (about 2 minutes)
     python benchmarks/memory.py --ordinary          # no client-chosen methods or schemes
     python benchmarks/memory.py --requests 20000    # a quicker run
 
