@@ -28,7 +28,7 @@ from faults import (
     TelemetryError,
     metric_counts,
 )
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from opentelemetry import context
 from opentelemetry.sdk.metrics import MeterProvider
@@ -194,8 +194,13 @@ def test_tracing_is_invisible_to_the_server_and_balanced_under_any_fault(
         assert outcome.freed_without_gc  # success paths: freed by reference counting, at once
 
 
+# While a defect is open its property fails at once; shrinking and explaining that failure on every CI
+# run would cost seconds for nothing. The fix removes the xfail mark and this phase limit.
+FIND_ONLY = (Phase.explicit, Phase.reuse, Phase.generate)
+
+
 @pytest.mark.xfail(strict=True, reason="an app exception whose str() raises replaces it and unbalances us")
-@settings(max_examples=50)
+@settings(max_examples=50, phases=FIND_ONLY)
 @given(script=app_scripts(errors=("hostile",)), server=SERVERS, fault=st.sampled_from(FAULTS))
 def test_exceptions_whose_str_raises_are_absorbed_too(
     script: AppScript, server: ServerScript, fault: Fault
@@ -204,14 +209,14 @@ def test_exceptions_whose_str_raises_are_absorbed_too(
 
 
 @pytest.mark.xfail(strict=True, reason="a processor whose on_end raises leaves active requests at +1")
-@settings(max_examples=50)
+@settings(max_examples=50, phases=FIND_ONLY)
 @given(script=app_scripts(), server=SERVERS)
 def test_processor_raising_on_end_is_absorbed_too(script: AppScript, server: ServerScript) -> None:
     check_invisible_and_balanced(play(script, server, "processor_on_end"), "processor_on_end")
 
 
 @pytest.mark.xfail(strict=True, reason="an app exception keeps the environ alive until the cyclic GC runs")
-@settings(max_examples=50)
+@settings(max_examples=50, phases=FIND_ONLY)
 @given(script=app_scripts(errors=("plain",)), server=SERVERS)
 def test_error_paths_free_the_request_without_the_cyclic_gc(script: AppScript, server: ServerScript) -> None:
     outcome = play(script, server, "none")
