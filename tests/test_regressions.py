@@ -94,10 +94,14 @@ def long_message_app(environ: WSGIEnvironment, start_response: StartResponse) ->
 @pytest.mark.xfail(strict=True, reason="span name, status description and exception event are not bounded")
 @pytest.mark.parametrize("app", [long_route_app, long_message_app], ids=["long-route", "1MB-message"])
 def test_text_outside_attributes_is_bounded_too(
-    provider: TracerProvider, exporter: InMemorySpanExporter, app: WSGIApplication
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    app: WSGIApplication,
 ) -> None:
     limit = 100
-    traced = wrap(app, config=Config(max_attribute_length=limit), tracer_provider=provider)
+    config = Config(max_attribute_length=limit)
+    traced = wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider)
     try:
         run(traced, make_environ())
     except RuntimeError:
@@ -110,9 +114,8 @@ def test_text_outside_attributes_is_bounded_too(
 
 @pytest.mark.xfail(strict=True, reason="one traceback per wrap(): a later kind of failure is logged at DEBUG")
 def test_each_kind_of_failure_is_logged_once_with_its_traceback(
-    provider: TracerProvider, caplog: pytest.LogCaptureFixture
+    provider: TracerProvider, meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real_meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
     failures: list[TelemetryError] = []
 
     def request_hook(*args: object) -> None:
@@ -125,12 +128,11 @@ def test_each_kind_of_failure_is_logged_once_with_its_traceback(
         list_app(),
         config=Config(),
         tracer_provider=provider,
-        meter_provider=HistogramFaultMeterProvider(real_meters),
+        meter_provider=HistogramFaultMeterProvider(meter_provider),
         request_hook=request_hook,
     )
     for _ in range(3):
         run(app, make_environ())
-    real_meters.shutdown()
     with_traceback = [
         str(record.exc_info[1])
         for record in caplog.records
@@ -185,9 +187,9 @@ def test_forwarded_host_with_an_invalid_port_is_not_given_the_default_port() -> 
 
 @pytest.mark.xfail(strict=True, reason="Host's name is paired with SERVER_PORT on the span")
 def test_span_of_a_request_whose_host_has_an_invalid_port(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    provider: TracerProvider, exporter: InMemorySpanExporter, meter_provider: MeterProvider
 ) -> None:
-    app = wrap(list_app(), config=Config(), tracer_provider=provider)
+    app = wrap(list_app(), config=Config(), tracer_provider=provider, meter_provider=meter_provider)
     run(app, make_environ({"HTTP_HOST": "example.com:99999", "SERVER_NAME": "srv", "SERVER_PORT": "8080"}))
     (span,) = exporter.get_finished_spans()
     attributes = span.attributes or {}
