@@ -16,7 +16,7 @@ case and every machine sees the same requests in the same order. The mix:
 - a sampled `traceparent` with its own trace id on half the requests (a `tracestate` on some of those);
 - methods: about 80% GET, then POST, HEAD, PUT, OPTIONS, DELETE, PATCH, and 1.5% junk (`get`,
   `PROPFIND`, `FOO`, `BREW`);
-- 25% arrive over TLS (`wsgi.url_scheme` https); of the rest, 40% come through a proxy that adds
+- 25% arrive over TLS (`wsgi.url_scheme` https); of the rest, 35% come through a proxy that adds
   `X-Forwarded-For`/`-Proto` (and sometimes `-Host`), and 5% carry an RFC 7239 `Forwarded` header;
 - Host headers as seen in the wild: a few API and web names, explicit ports, localhost, IP literals
   (IPv4 and IPv6), odd case, a punycode name; HTTP/1.0 requests (5%) may send no Host at all.
@@ -234,7 +234,7 @@ def _environ(rng: random.Random, path: str, client: str, port: int) -> WSGIEnvir
 
 
 def _add_proxy_headers(rng: random.Random, environ: WSGIEnvironment) -> None:
-    """Add what a TLS-terminating proxy sends (40% of plain-HTTP requests; 5% use `Forwarded`)."""
+    """Add what a TLS-terminating proxy sends (35% of plain-HTTP requests `X-Forwarded-*`, 5% `Forwarded`)."""
     draw = rng.random()
     origin = f"192.0.2.{rng.randrange(1, 255)}"
     if draw < 0.05:
