@@ -4,7 +4,7 @@ Run by hand, never from the tests (see benchmarks/README.md):
 
     python benchmarks/server.py                   # 5 interleaved rounds of 5 s per app, under wrk
     python benchmarks/server.py --quick           # 2 rounds of 2 s
-    python benchmarks/server.py --apps bare,ours,ours+metrics,reference,reference+metrics
+    python benchmarks/server.py --apps bare,floor+metrics,ours+metrics,reference+metrics
 
 One gunicorn process per app, each on its own port, all started before the first round and loaded in
 turn (rotated order each round), so every app sees the same machine state and only one is busy at a
@@ -16,8 +16,9 @@ keep the server busy it becomes part of the bottleneck and the ratios move towar
 carries a sampled `traceparent`. With taskset and 2+ CPUs the servers are pinned to CPU 0 and the
 client to CPU 1 (much steadier numbers; `--no-pin` to disable).
 Besides requests/s it prints the gunicorn worker's CPU time per request (from /proc, Linux only): the
-steadiest figure, and the one to compare with benchmarks/overhead.py. The reference rows are skipped
-when it is not installed.
+steadiest figure, and the one to compare with benchmarks/overhead.py; then that CPU over bare as ratios,
+ours / floor (the hand-written SDK minimum of overhead.py) and ours / reference, round by round. The
+reference rows are skipped when it is not installed.
 """
 
 from __future__ import annotations
@@ -39,14 +40,25 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
 HERE: Final = Path(__file__).resolve().parent
 BODY: Final = b"Hello, World!\n"
 TRACEPARENT: Final = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-APPS: Final = ("bare", "ours", "ours+metrics", "reference", "reference+metrics")
-DEFAULT_APPS: Final = "bare,ours+metrics,reference+metrics"
+APPS: Final = ("bare", "floor", "ours", "reference", "floor+metrics", "ours+metrics", "reference+metrics")
+DEFAULT_APPS: Final = ",".join(APPS)
+#: Ratios of worker CPU over bare, round by round: (label, numerator, denominator, target).
+RATIOS: Final = (
+    ("ours / floor, traced", "ours", "floor", 1.1),
+    ("ours+metrics / floor+metrics", "ours+metrics", "floor+metrics", 1.1),
+    ("ours / reference, traced", "ours", "reference", None),
+    ("ours+metrics / reference+metrics", "ours+metrics", "reference+metrics", None),
+)
 REFERENCE_MODULE: Final = "opentelemetry.instrumentation.wsgi"
 #: Set by --pin: `taskset` prefixes putting the servers and wrk on different CPUs.
 CLIENT_PIN: list[str] = []
@@ -68,7 +80,7 @@ def build_app(name: str) -> WSGIApplication:
     """Return the app gunicorn serves for one row (`gunicorn 'server:build_app("ours")'`)."""
     if name == "bare":
         return hello
-    from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+    from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -87,6 +99,8 @@ def build_app(name: str) -> WSGIApplication:
         if name.endswith("+metrics")
         else NoOpMeterProvider()
     )
+    if name.startswith("floor"):
+        return _floor(tracer_provider, meter_provider)
     if name.startswith("ours"):
         import otel_wsgi
         from otel_wsgi.config import Config
@@ -105,6 +119,26 @@ def build_app(name: str) -> WSGIApplication:
         )
         return built
     raise ValueError(f"unknown app {name!r}; choose from {', '.join(APPS)}")
+
+
+def _floor(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> WSGIApplication:
+    """The hand-written floor of `overhead.py`, its span precomputed from ours' span for the first request.
+
+    The driver sends one URL, so every request has the same attribute keys and types as the first (the
+    values differ in the client port only), and the SDK's work depends on those, not on the values.
+    """
+    from overhead import FLOOR_KEY, FloorSpan, floor, with_floor_spans
+
+    inner = floor(hello, tracer_provider, meter_provider)
+    known: list[FloorSpan] = []
+
+    def floor_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if not known:  # once per worker, during the warm-up (a race only computes it twice)
+            known.append(with_floor_spans("server", [environ]).environs[0][FLOOR_KEY])
+        environ[FLOOR_KEY] = known[0]
+        return inner(environ, start_response)
+
+    return floor_app
 
 
 # --- the driver ---
@@ -267,6 +301,30 @@ def report(servers: list[Server]) -> None:
         print(line)
 
 
+def report_ratios(servers: list[Server]) -> None:
+    """Print worker CPU over bare as ratios between apps, computed round by round."""
+    by_name = {server.name: server for server in servers}
+    bare = by_name.get("bare")
+    if bare is None or len(bare.cpu) != len(bare.rates):
+        return
+    print(f"\n{'ratio of worker CPU over bare':<40} {'median (min..max)':>22} {'target':>8}")
+    for label, numerator, denominator, target in RATIOS:
+        top, bottom = by_name.get(numerator), by_name.get(denominator)
+        if top is None or bottom is None or not len(top.cpu) == len(bottom.cpu) == len(bare.cpu):
+            continue
+        values = [
+            (over - base) / (under - base)
+            for over, under, base in zip(top.cpu, bottom.cpu, bare.cpu, strict=True)
+            if under > base
+        ]
+        if not values:
+            continue
+        mark = "" if target is None else "ok" if statistics.median(values) <= target else "MISS"
+        print(
+            f"{label:<40} {_spread(values, 2):>22} {'' if target is None else '<= ' + str(target):>8} {mark}"
+        )
+
+
 def _spread(values: Sequence[float], digits: int) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
 
@@ -348,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for server in servers:
             stop(server)
     report(servers)
+    report_ratios(servers)
 
 
 if __name__ == "__main__":
