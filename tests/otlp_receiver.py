@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Final
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -197,10 +197,12 @@ class OtlpReceiver:
         """Store the request's content; return the serialized success response, or None for a bad path."""
         if path == "/v1/traces":
             self._store_traces(ExportTraceServiceRequest.FromString(body))
-            return ExportTraceServiceResponse().SerializeToString()
+            traces_answer: bytes = ExportTraceServiceResponse().SerializeToString()
+            return traces_answer
         if path == "/v1/metrics":
             self._store_metrics(ExportMetricsServiceRequest.FromString(body))
-            return ExportMetricsServiceResponse().SerializeToString()
+            metrics_answer: bytes = ExportMetricsServiceResponse().SerializeToString()
+            return metrics_answer
         return None
 
 
