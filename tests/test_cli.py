@@ -298,3 +298,17 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert message in done.stderr
     assert done.stderr.startswith("otel-wsgi")
+
+
+def test_without_the_cli_extra_the_command_says_so() -> None:
+    # An interpreter where the SDK cannot be imported (None in sys.modules makes its import fail).
+    probe = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None\n"
+        "from otel_wsgi.cli import main; sys.exit(main())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "demo"], env=_env(), capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert "needs the cli extra (pip install 'otel-wsgi[cli]')" in done.stderr

@@ -144,3 +144,47 @@ def test_two_workers_export_every_span_once_over_otlp(tmp_path: Path) -> None:
     assert sum(point.count for point in served) == REQUESTS
     assert sum(sum(point.bucket_counts) for point in served) == REQUESTS
     assert "Traceback" not in log.read_text()
+
+
+def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
+    """A user's config file imports the hooks next to its own settings; console output, SIGINT stop."""
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(
+        "from otel_wsgi.gunicorn import post_fork, post_worker_init, worker_exit\n"
+        "workers = 1\nbind = ['127.0.0.1:0']\n"
+    )
+    log = tmp_path / "gunicorn.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(config),
+        "--pythonpath",
+        str(TESTS_DIR),
+        "cli_app:app",
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        port = _wait_for_port(log, process)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        connection.request("GET", "/work/7")
+        status = connection.getresponse().status
+        connection.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(DEADLINE) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(DEADLINE)
+    text = log.read_text()
+    assert status == 200
+    assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", text, re.M), text
+    # The worker printed its metrics summary as it exited.
+    assert re.search(r"^/work/\{n\}\s+1 ", text, re.M), text

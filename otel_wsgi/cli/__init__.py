@@ -15,9 +15,7 @@ from typing import NoReturn
 from typing_extensions import override
 
 from otel_wsgi._version import __version__
-from otel_wsgi.cli.decide import EXPORTER_NAMES, exporter_kinds
-from otel_wsgi.cli.demo import run_demo
-from otel_wsgi.cli.serve import SERVERS, CommandError, ServeOptions, run_serve
+from otel_wsgi.cli.decide import EXPORTER_NAMES, SERVERS, CommandError, exporter_kinds
 
 __all__ = ["main"]
 
@@ -81,22 +79,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code (2 for bad input, after one line on stderr)."""
     top = parser()
     args = top.parse_args(argv)
+    if args.command is None:
+        top.print_help(sys.stderr)
+        return 2
     try:
-        if args.command == "demo":
-            return run_demo(args.requests, exporter_kinds(args.exporter, os.environ, "traces"))
-        if args.command == "serve":
-            options = ServeOptions(
-                target=args.target,
-                host=args.host,
-                port=args.port,
-                server=args.server,
-                workers=args.workers,
-                threads=args.threads,
-                exporter=args.exporter,
-            )
-            return run_serve(options)
+        return _run(args)
     except (CommandError, ValueError) as exc:
         print(f"otel-wsgi: error: {exc}", file=sys.stderr)
         return 2
-    top.print_help(sys.stderr)
-    return 2
+    except KeyboardInterrupt:  # Ctrl-C before the server was up (while the app was imported)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Import what the command needs (the SDK of the cli extra) and run it."""
+    try:
+        from otel_wsgi.cli.demo import run_demo
+        from otel_wsgi.cli.serve import ServeOptions, run_serve
+    except ModuleNotFoundError as exc:
+        raise CommandError(f"the command needs the cli extra (pip install 'otel-wsgi[cli]'): {exc}") from None
+    if args.command == "demo":
+        return run_demo(args.requests, exporter_kinds(args.exporter, os.environ, "traces"))
+    options = ServeOptions(
+        target=args.target,
+        host=args.host,
+        port=args.port,
+        server=args.server,
+        workers=args.workers,
+        threads=args.threads,
+        exporter=args.exporter,
+    )
+    return run_serve(options)

@@ -15,6 +15,9 @@ from typing import Final, Literal, TypeAlias
 ExporterKind: TypeAlias = Literal["console", "otlp"]
 #: The two signals the command exports.
 Signal: TypeAlias = Literal["traces", "metrics"]
+#: The servers `serve --server` accepts.
+ServerName: TypeAlias = Literal["waitress", "gunicorn", "wsgiref"]
+SERVERS: Final[tuple[ServerName, ...]] = ("waitress", "gunicorn", "wsgiref")
 
 #: The names `--exporter` and `OTEL_{TRACES,METRICS}_EXPORTER` accept (the SDK's names for the same).
 EXPORTER_NAMES: Final[Mapping[str, ExporterKind | None]] = {
@@ -26,6 +29,10 @@ EXPORTER_NAMES: Final[Mapping[str, ExporterKind | None]] = {
 # The only OTLP protocol the bundled exporter speaks.
 _OTLP_PROTOCOL: Final = "http/protobuf"
 _DOTTED: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+class CommandError(Exception):
+    """Bad input for the command: its message is the one line printed before exiting with code 2."""
 
 
 def exporter_kinds(flag: str | None, env: Mapping[str, str], signal: Signal) -> tuple[ExporterKind, ...]:

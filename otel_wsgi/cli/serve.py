@@ -9,6 +9,7 @@ the server answered is exported before the process exits.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import signal
 import socket
@@ -16,24 +17,19 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import FrameType
-from typing import Final, Literal, TypeAlias
+from typing import Final
 from wsgiref.types import WSGIApplication
 
 from typing_extensions import TypeIs
 
 from otel_wsgi import Config, wrap
-from otel_wsgi.cli.decide import app_target, exporter_kinds
+from otel_wsgi.cli.decide import CommandError, ServerName, app_target, exporter_kinds
 from otel_wsgi.cli.pipeline import build_pipeline
 from otel_wsgi.cli.servers import listening_socket, run_gunicorn, start_waitress, start_wsgiref
 
-#: The servers `--server` accepts.
-ServerName: TypeAlias = Literal["waitress", "gunicorn", "wsgiref"]
-SERVERS: Final[tuple[ServerName, ...]] = ("waitress", "gunicorn", "wsgiref")
 _DEFAULT_THREADS: Final[dict[ServerName, int]] = {"waitress": 4, "gunicorn": 1, "wsgiref": 1}
-
-
-class CommandError(Exception):
-    """Bad input for the command: its message is the one line printed before exiting with code 2."""
+# The module each server needs, and the extra that brings it.
+_EXTRAS: Final[dict[ServerName, str]] = {"waitress": "cli", "gunicorn": "gunicorn", "wsgiref": "cli"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +123,10 @@ def _is_callable(value: object) -> TypeIs[WSGIApplication]:
 
 def _process_options(options: ServeOptions) -> tuple[int, int]:
     """Return (workers, threads) for the chosen server, or raise CommandError for a combination it lacks."""
+    if importlib.util.find_spec(options.server) is None:
+        raise CommandError(
+            f"--server {options.server} is not installed: pip install 'otel-wsgi[{_EXTRAS[options.server]}]'"
+        )
     workers = 1 if options.workers is None else options.workers
     threads = _DEFAULT_THREADS[options.server] if options.threads is None else options.threads
     if workers != 1 and options.server != "gunicorn":
