@@ -86,6 +86,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._points: list[ReceivedHistogramPoint] = []
         self.rejected = 0
+        self.gzipped = 0  # requests that came gzip-compressed (OTEL_EXPORTER_OTLP_COMPRESSION=gzip)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -169,6 +170,8 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                    with receiver._lock:
+                        receiver.gzipped += 1
                 try:
                     answer = receiver._decode(self.path, body)
                 except DecodeError:

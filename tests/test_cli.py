@@ -131,7 +131,7 @@ def test_demo_exports_over_otlp() -> None:
     with OtlpReceiver() as receiver:
         done = subprocess.run(
             [*COMMAND, "demo", "--requests", "7", "--exporter", "otlp"],
-            env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint),
+            env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_COMPRESSION="gzip"),
             capture_output=True,
             text=True,
             timeout=60,
@@ -139,6 +139,7 @@ def test_demo_exports_over_otlp() -> None:
         spans = receiver.spans()
         points = receiver.histograms("http.server.request.duration")
     assert done.returncode == 0, done.stderr
+    assert receiver.gzipped >= 2 and receiver.rejected == 0  # spans and metrics, compressed
     printed = re.findall(r"trace=([0-9a-f]{32})", done.stdout)
     assert sorted(span.trace_id for span in spans) == sorted(printed)
     assert {span.resource["service.name"] for span in spans} == {"otel-wsgi-demo"}

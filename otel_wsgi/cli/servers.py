@@ -48,11 +48,14 @@ def start_waitress(app: WSGIApplication, host: str, port: int, *, threads: int) 
     thread.start()
 
     def stop() -> None:
-        # Close every channel from the loop's own thread (its trigger runs thunks there): the loop
-        # ends when nothing is left to watch; then wait for the worker threads and their spans.
+        # From the loop's own thread (its trigger runs thunks there): stop accepting; then let the
+        # worker threads finish the requests they are running (their spans end); then close every
+        # channel, which ends the loop.
+        # (the dispatcher's own close: waitress's would also close the trigger we still need)
+        server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
         thread.join(_JOIN_TIMEOUT)
-        server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
 
     return Running(int(getattr(server, "effective_port", port)), stop)
 
