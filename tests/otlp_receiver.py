@@ -3,7 +3,7 @@
     with OtlpReceiver() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}  # give this to the process under test
         ...
-        receiver.wait_for_spans(2000, timeout=30)
+        receiver.wait_for_spans(2000, timeout=30)  # clear() forgets, to reuse the receiver
         spans = receiver.spans()          # ReceivedSpan: ids as hex, name, attributes, resource
         points = receiver.histograms("http.server.request.duration")
 
@@ -116,6 +116,13 @@ class OtlpReceiver:
         """Every histogram point of metric `name` received so far, in arrival order."""
         with self._lock:
             return [point for point in self._points if point.name == name]
+
+    def clear(self) -> None:
+        """Forget everything received so far (to reuse one receiver across runs)."""
+        with self._lock:
+            self._spans.clear()
+            self._points.clear()
+            self.rejected = self.gzipped = 0
 
     def wait_for_spans(self, count: int, timeout: float) -> list[ReceivedSpan]:
         """Wait until at least `count` spans arrived or `timeout` seconds passed; return the spans."""
