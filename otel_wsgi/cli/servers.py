@@ -34,6 +34,7 @@ class _Waitress(Protocol):
 
     trigger: Any
     task_dispatcher: Any
+    accepting: bool
     _map: dict[int, object]
 
     def run(self) -> None: ...
@@ -47,12 +48,14 @@ def start_waitress(app: WSGIApplication, host: str, port: int, *, threads: int) 
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
 
+    def refuse() -> None:
+        server.accepting = False
+
     def stop() -> None:
-        # From the loop's own thread (its trigger runs thunks there): stop accepting; then let the
-        # worker threads finish the requests they are running (their spans end); then close every
-        # channel, which ends the loop.
-        # (the dispatcher's own close: waitress's would also close the trigger we still need)
-        server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        # On the loop's own thread (its trigger runs thunks there): stop accepting (the listener is no
+        # longer polled); then let the worker threads finish the requests they are running, so their
+        # spans end; then close every channel and the listener, which ends the loop.
+        server.trigger.pull_trigger(refuse)
         server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
         thread.join(_JOIN_TIMEOUT)
@@ -98,6 +101,9 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
     hooks = importlib.import_module("otel_wsgi.gunicorn")
     options: dict[str, object] = {
         "bind": [f"fd://{sock.detach()}"],  # gunicorn owns the descriptor from now on
+        # gthread workers notice SIGTERM within a second (a sync worker can sleep for half its timeout)
+        # and keep connections alive.
+        "worker_class": "gthread",
         "post_fork": hooks.post_fork,
         "post_worker_init": hooks.post_worker_init,
         "worker_exit": hooks.worker_exit,
