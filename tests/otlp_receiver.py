@@ -5,7 +5,7 @@
         ...
         receiver.wait_for_spans(2000, timeout=30)  # clear() forgets, to reuse the receiver
         spans = receiver.spans()          # ReceivedSpan: ids as hex, name, attributes, resource
-        points = receiver.histograms("http.server.request.duration")
+        points = receiver.latest_histograms("http.server.request.duration")  # final cumulative totals
 
 It listens on 127.0.0.1 (a free port) on its own threads, answers `POST /v1/traces` and `/v1/metrics`
 (protobuf, gzip or not) with an empty success response, and keeps every decoded span and histogram
@@ -116,6 +116,20 @@ class OtlpReceiver:
         """Every histogram point of metric `name` received so far, in arrival order."""
         with self._lock:
             return [point for point in self._points if point.name == name]
+
+    def latest_histograms(self, name: str) -> list[ReceivedHistogramPoint]:
+        """The newest point of each series of metric `name` (a series: one resource and attribute set).
+
+        The SDK exports cumulative points by default, so these are each process's final totals.
+        """
+        latest: dict[str, ReceivedHistogramPoint] = {}
+        for point in self.histograms(name):
+            series = repr(
+                (sorted(point.resource.items(), key=str), sorted(point.attributes.items(), key=str))
+            )
+            if series not in latest or point.time_unix_nano >= latest[series].time_unix_nano:
+                latest[series] = point
+        return list(latest.values())
 
     def clear(self) -> None:
         """Forget everything received so far (to reuse one receiver across runs)."""

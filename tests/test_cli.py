@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from otlp_receiver import OtlpReceiver, ReceivedHistogramPoint
+from otlp_receiver import OtlpReceiver
 
 TESTS_DIR: Final = Path(__file__).resolve().parent
 REPO_DIR: Final = TESTS_DIR.parent
@@ -137,7 +137,7 @@ def test_demo_exports_over_otlp() -> None:
             timeout=60,
         )
         spans = receiver.spans()
-        points = receiver.histograms("http.server.request.duration")
+        points = receiver.latest_histograms("http.server.request.duration")
     assert done.returncode == 0, done.stderr
     assert receiver.gzipped >= 2 and receiver.rejected == 0  # spans and metrics, compressed
     printed = re.findall(r"trace=([0-9a-f]{32})", done.stdout)
@@ -192,13 +192,13 @@ def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signa
             assert receiver.spans() == []
             process.send_signal(stop_signal)
             assert process.wait(DEADLINE) == 0, (tmp_path / "log").read_text()
-        spans, points = receiver.spans(), receiver.histograms("http.server.request.duration")
+        spans, points = receiver.spans(), receiver.latest_histograms("http.server.request.duration")
     assert "Traceback" not in (tmp_path / "log").read_text()
     assert {span.trace_id: span.parent_span_id for span in spans} == expected
     assert len(spans) == requests
     assert {span.name for span in spans} == {"GET /work/{n}"}
     assert {span.resource["service.name"] for span in spans} == {"cli-test"}
-    assert sum(point.count for point in _latest(points)) == requests
+    assert sum(point.count for point in points) == requests
 
 
 def test_serve_console_prints_span_lines_and_summary(tmp_path: Path) -> None:
@@ -215,16 +215,6 @@ def test_serve_console_prints_span_lines_and_summary(tmp_path: Path) -> None:
     assert statuses == [200, 404]
     assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", log, re.M)
     assert re.search(r"^/work/\{n\}\s+1 ", log, re.M) and re.search(r"^\(unrouted\)\s+1 ", log, re.M)
-
-
-def _latest(points: list[ReceivedHistogramPoint]) -> list[ReceivedHistogramPoint]:
-    """The last cumulative point of each series (one per worker and attribute set)."""
-    latest: dict[tuple[object, ...], ReceivedHistogramPoint] = {}
-    for point in points:
-        key = (point.resource.get("service.instance.id"), tuple(sorted(point.attributes.items())))
-        if key not in latest or point.time_unix_nano >= latest[key].time_unix_nano:
-            latest[key] = point
-    return list(latest.values())
 
 
 # --- bad input ---

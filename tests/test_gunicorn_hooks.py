@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from otlp_receiver import OtlpReceiver, ReceivedHistogramPoint
+from otlp_receiver import OtlpReceiver
 
 import otel_wsgi.gunicorn
 
@@ -41,16 +41,6 @@ def test_every_public_name_is_a_gunicorn_hook() -> None:
     public = {name for name in vars(otel_wsgi.gunicorn) if not name.startswith("_")}
     assert public & settings == {"post_fork", "post_worker_init", "worker_exit"}
     assert set(otel_wsgi.gunicorn.__all__) == public & settings
-
-
-def _latest(points: list[ReceivedHistogramPoint]) -> list[ReceivedHistogramPoint]:
-    """The last cumulative point of each series (one series per worker and attribute set)."""
-    latest: dict[tuple[object, ...], ReceivedHistogramPoint] = {}
-    for point in points:
-        key = (point.resource.get("service.instance.id"), tuple(sorted(point.attributes.items())))
-        if key not in latest or point.time_unix_nano >= latest[key].time_unix_nano:
-            latest[key] = point
-    return list(latest.values())
 
 
 def _wait_for_port(log: Path, process: subprocess.Popen[bytes]) -> int:
@@ -119,7 +109,7 @@ def test_two_workers_export_every_span_once_over_otlp(tmp_path: Path) -> None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(DEADLINE)
         spans = receiver.spans()
-        points = _latest(receiver.histograms("http.server.request.duration"))
+        points = receiver.latest_histograms("http.server.request.duration")
         rejected = receiver.rejected
 
     work = [span for span in spans if span.name == "GET /work/{n}"]

@@ -24,7 +24,7 @@ from typing_extensions import TypeIs
 
 from otel_wsgi import Config, wrap
 from otel_wsgi.cli.decide import CommandError, ServerName, app_target, exporter_kinds
-from otel_wsgi.cli.pipeline import build_pipeline
+from otel_wsgi.cli.pipeline import Pipeline, build_pipeline
 from otel_wsgi.cli.servers import listening_socket, run_gunicorn, start_waitress, start_wsgiref
 
 _DEFAULT_THREADS: Final[dict[ServerName, int]] = {"waitress": 4, "gunicorn": 1, "wsgiref": 1}
@@ -56,27 +56,41 @@ def run_serve(options: ServeOptions) -> int:
         raise CommandError(str(exc)) from None
     workers, threads = _process_options(options)
     app = load_app(module, attribute)
-    where = f"{options.host}:{options.port}"
     announce = (
         f"otel-wsgi: serving {options.target} with {options.server} ({workers} worker(s) x {threads} "
         f"thread(s)); traces: {', '.join(traces) or 'none'}; metrics: {', '.join(metric_kinds) or 'none'}"
     )
     if options.server == "gunicorn":
-        try:
-            sock = listening_socket(options.host, options.port)
-        except OSError as exc:
-            raise CommandError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        print(f"{announce}; http://{_address(sock)}", file=sys.stderr, flush=True)
         # The workers build their pipelines after fork from the environment: the choice made here wins.
         os.environ["OTEL_TRACES_EXPORTER"] = ",".join(traces) or "none"
         os.environ["OTEL_METRICS_EXPORTER"] = ",".join(metric_kinds) or "none"
-        run_gunicorn(app, sock, {"workers": workers, "threads": threads})
+        _serve_gunicorn(app, options, announce, {"workers": workers, "threads": threads})
         return 0
-    stop = _stop_on_signals()
     pipeline = build_pipeline(traces, metric_kinds)
     traced = wrap(
         app, config=config, tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
     )
+    _serve_embedded(traced, options, announce, threads, pipeline)
+    return 0
+
+
+def _serve_gunicorn(
+    app: WSGIApplication, options: ServeOptions, announce: str, settings: dict[str, object]
+) -> None:
+    """Listen now (a port in use is bad input), then become gunicorn's master until it stops."""
+    try:
+        sock = listening_socket(options.host, options.port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
+    print(f"{announce}; http://{_address(sock)}", file=sys.stderr, flush=True)
+    run_gunicorn(app, sock, settings)
+
+
+def _serve_embedded(
+    traced: WSGIApplication, options: ServeOptions, announce: str, threads: int, pipeline: Pipeline
+) -> None:
+    """Serve on a thread until SIGINT or SIGTERM; then stop the server and flush the pipeline."""
+    stop = _stop_on_signals()
     try:
         if options.server == "waitress":
             running = start_waitress(traced, options.host, options.port, threads=threads)
@@ -84,12 +98,11 @@ def run_serve(options: ServeOptions) -> int:
             running = start_wsgiref(traced, options.host, options.port)
     except OSError as exc:
         pipeline.shutdown()
-        raise CommandError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
     print(f"{announce}; http://{options.host}:{running.port}", file=sys.stderr, flush=True)
     stop.wait()
     running.stop()
     pipeline.shutdown()
-    return 0
 
 
 def load_app(module_name: str, attribute: str) -> WSGIApplication:
