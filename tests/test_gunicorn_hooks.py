@@ -178,3 +178,29 @@ def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
     assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", text, re.M), text
     # The worker printed its metrics summary as it exited.
     assert re.search(r"^/work/\{n\}\s+1 ", text, re.M), text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_TRACES_EXPORTER", "jaeger", "OTEL_TRACES_EXPORTER: unknown exporter 'jaeger'"),
+        ("OTEL_PYTHON_WSGI_EXCLUDED_URLS", "(", "excluded_urls"),
+    ],
+)
+def test_bad_environment_stops_gunicorn_with_one_line(
+    variable: str, value: str, message: str, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", "python:otel_wsgi.gunicorn", "-b", "127.0.0.1:0",
+        "--no-control-socket", "--pythonpath", str(TESTS_DIR), "cli_app:app",
+    ]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env[variable] = value
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("otel-wsgi: error:")]
+    # gunicorn's master stops (worker boot error) instead of forking failing workers forever.
+    assert done.returncode == 3, done.stderr
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
