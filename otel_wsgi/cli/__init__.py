@@ -63,7 +63,13 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo = commands.add_parser("demo", help="serve a bundled app, print its spans and a metrics summary")
     demo.add_argument("--requests", type=_count(10_000), default=20, metavar="N", help="default: 20")
-    demo.add_argument("--exporter", type=_exporter, metavar="{console,otlp,none}", help=_EXPORTER_HELP)
+    demo.add_argument(
+        "--exporter",
+        type=_exporter,
+        metavar="{console,otlp,none}",
+        help="the span lines are always printed; console adds the per-route summary, otlp also exports "
+        "both signals to OTEL_EXPORTER_OTLP_ENDPOINT, none prints the lines only (default: as for serve)",
+    )
     serve = commands.add_parser("serve", help="run a WSGI app (MODULE:APP) traced, until SIGINT/SIGTERM")
     serve.add_argument("target", metavar="MODULE:APP", help="like myapp.wsgi:application")
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
