@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ ALLOWED = {
     "semconv.py": set(),
     "values.py": {"otel_wsgi.types"},
     "pure.py": {"otel_wsgi", "otel_wsgi.types", "otel_wsgi.semconv", "otel_wsgi.values", "otel_wsgi.config"},
+    "cli/decide.py": set(),  # the command's decisions: table-tested, no SDK, no I/O
 }
 FORBIDDEN_IN_PURE = {"os", "time", "logging", "opentelemetry"}
 
@@ -40,7 +42,7 @@ def test_core_imports_only_the_standard_library(module: str) -> None:
     assert outside == set()
 
 
-@pytest.mark.parametrize("module", ["pure.py", "values.py", "types.py"])
+@pytest.mark.parametrize("module", ["pure.py", "values.py", "types.py", "cli/decide.py"])
 def test_core_never_imports_io_clock_or_logging(module: str) -> None:
     roots = {name.split(".")[0] for name in imported_modules(PACKAGE / module)}
     assert roots & FORBIDDEN_IN_PURE == set()
@@ -49,3 +51,18 @@ def test_core_never_imports_io_clock_or_logging(module: str) -> None:
 def test_the_layering_check_sees_imports() -> None:
     # Guard against a vacuous pass: the effects module does import opentelemetry.
     assert "opentelemetry" in {name.split(".")[0] for name in imported_modules(PACKAGE / "effects.py")}
+
+
+def test_the_middleware_never_imports_the_sdk() -> None:
+    """`wrap()` needs only opentelemetry-api: importing the package, pure and effects loads no SDK module
+    (checked in a fresh interpreter, where nothing else has imported it)."""
+    probe = (
+        "import sys, otel_wsgi, otel_wsgi.pure, otel_wsgi.effects, otel_wsgi.config\n"
+        "sdk = ('opentelemetry.sdk', 'opentelemetry.exporter')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(sdk)))\n"
+        "print('opentelemetry.trace' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]

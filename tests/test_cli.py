@@ -1,0 +1,305 @@
+"""The `otel-wsgi` command end to end: real processes, real servers on 127.0.0.1, the official OTLP/HTTP
+exporter sending to tests/otlp_receiver.py. Every process started here is stopped here."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import pytest
+from otlp_receiver import OtlpReceiver
+
+TESTS_DIR: Final = Path(__file__).resolve().parent
+REPO_DIR: Final = TESTS_DIR.parent
+DEADLINE: Final = 20.0
+COMMAND: Final = [sys.executable, "-m", "otel_wsgi"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The process environment without any OTEL_ variable of the machine, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    return {**env, "PYTHONPATH": str(REPO_DIR), **extra}
+
+
+def _wait_for(pattern: str, log: Path, process: subprocess.Popen[bytes]) -> re.Match[str]:
+    """Wait for `pattern` in the process's log; fail (with the log) if it exits or time runs out."""
+    deadline = time.monotonic() + DEADLINE
+    while (match := re.search(pattern, log.read_text())) is None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {pattern!r} (exit code {process.poll()}):\n{log.read_text()}")
+        time.sleep(0.05)
+    return match
+
+
+@contextmanager
+def _started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` in its own process group with stdout+stderr in `log`; kill the group afterwards."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=TESTS_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(DEADLINE)
+
+
+def _traceparent(number: int) -> tuple[str, str, str]:
+    """A distinct (trace id, parent span id, header) for request `number`."""
+    trace_id, parent = f"{0x5EED0000 + number:032x}", f"{number + 1:016x}"
+    return trace_id, parent, f"00-{trace_id}-{parent}-01"
+
+
+def _get(connection: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> int:
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+# --- the demo ---
+
+
+def test_demo_prints_a_line_per_request_and_a_summary() -> None:
+    done = subprocess.run(
+        [*COMMAND, "demo", "--requests", "14"], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = re.findall(
+        r"^(GET\S*(?: \S+)?)\s+(\d{3}|-)\s+[\d.]+ m?s\s+route=(\S+)\s+trace=([0-9a-f]{32})(.*)$",
+        done.stdout,
+        re.M,
+    )
+    assert len(lines) == 14
+    by_route = {route: (name, status, rest.strip()) for name, status, route, _, rest in lines}
+    assert by_route["/users/{id}"][:2] == ("GET /users/{id}", "200")
+    assert by_route["-"][:2] == ("GET", "404")
+    assert by_route["/fail"] == ("GET /fail", "500", "error=500")
+    assert by_route["/boom"][:2] == ("GET /boom", "-") and "error=RuntimeError" in by_route["/boom"][2]
+    assert {route for _, _, route, _, _ in lines} == {
+        "/",
+        "/users/{id}",
+        "/stream",
+        "/download",
+        "-",
+        "/fail",
+        "/boom",
+    }
+    assert len([line for line in lines if "continued from traceparent" in line[4]]) == 14 // 3 + (14 % 3 > 1)
+    summary = done.stdout.split("http.server.request.duration by route:\n", 1)[1].splitlines()
+    assert summary[0].split() == ["route", "count", "p50", "p95", "errors"]
+    rows = {row.split()[0]: row.split() for row in summary[1:] if row.strip()}
+    assert {route: int(row[-1]) for route, row in rows.items()} == {
+        "(unrouted)": 0,
+        "/": 0,
+        "/users/{id}": 0,
+        "/stream": 0,
+        "/download": 0,
+        "/fail": 2,
+        "/boom": 2,
+    }
+    assert sum(int(row[1]) for row in rows.values()) == 14
+
+
+def test_demo_also_runs_as_python_m_otel_wsgi_demo_with_no_exporter() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_wsgi.demo", "--requests", "3", "--exporter", "none"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r"trace=[0-9a-f]{32}", done.stdout)) == 3
+    assert "by route" not in done.stdout
+
+
+def test_demo_exports_over_otlp() -> None:
+    with OtlpReceiver() as receiver:
+        done = subprocess.run(
+            [*COMMAND, "demo", "--requests", "7", "--exporter", "otlp"],
+            env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_COMPRESSION="gzip"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        spans = receiver.spans()
+        points = receiver.latest_histograms("http.server.request.duration")
+    assert done.returncode == 0, done.stderr
+    assert receiver.gzipped >= 2 and receiver.rejected == 0  # spans and metrics, compressed
+    printed = re.findall(r"trace=([0-9a-f]{32})", done.stdout)
+    assert sorted(span.trace_id for span in spans) == sorted(printed)
+    assert {span.resource["service.name"] for span in spans} == {"otel-wsgi-demo"}
+    assert sum(point.count for point in points) == 7
+
+
+# --- serve ---
+
+SERVE_CASES: Final = [
+    pytest.param("waitress", signal.SIGINT, id="waitress-sigint"),
+    pytest.param("wsgiref", signal.SIGTERM, id="wsgiref-sigterm"),
+    pytest.param("gunicorn", signal.SIGTERM, id="gunicorn-sigterm"),
+    pytest.param("gunicorn", signal.SIGINT, id="gunicorn-sigint"),
+]
+
+
+@pytest.mark.parametrize(("server", "stop_signal"), SERVE_CASES)
+def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signals, tmp_path: Path) -> None:
+    requests = 5
+    workers = ["--workers", "2"] if server == "gunicorn" else []
+    command = [
+        *COMMAND,
+        "serve",
+        "cli_app:app",
+        "--port",
+        "0",
+        "--server",
+        server,
+        *workers,
+        "--exporter",
+        "otlp",
+    ]
+    with OtlpReceiver() as receiver:
+        # A long batch delay: the spans are still queued when the signal comes, only shutdown sends them.
+        env = _env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+            OTEL_SERVICE_NAME="cli-test",
+        )
+        with _started(command, env, tmp_path / "log") as process:
+            port = int(_wait_for(r"http://127\.0\.0\.1:(\d+)", tmp_path / "log", process)[1])
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+            expected = {}
+            for number in range(requests):
+                trace_id, parent, header = _traceparent(number)
+                assert _get(connection, f"/work/{number}", {"traceparent": header}) == 200
+                expected[trace_id] = parent
+            connection.close()
+            time.sleep(0.2)  # the server ends a span just after the client has the whole response
+            assert receiver.spans() == []
+            process.send_signal(stop_signal)
+            assert process.wait(DEADLINE) == 0, (tmp_path / "log").read_text()
+        spans, points = receiver.spans(), receiver.latest_histograms("http.server.request.duration")
+    assert "Traceback" not in (tmp_path / "log").read_text()
+    assert {span.trace_id: span.parent_span_id for span in spans} == expected
+    assert len(spans) == requests
+    assert {span.name for span in spans} == {"GET /work/{n}"}
+    assert {span.resource["service.name"] for span in spans} == {"cli-test"}
+    assert sum(point.count for point in points) == requests
+
+
+def test_serve_console_prints_span_lines_and_summary(tmp_path: Path) -> None:
+    command = [*COMMAND, "serve", "cli_app:Holder.wsgi", "--port", "0"]
+    with _started(command, _env(), tmp_path / "log") as process:
+        port = int(_wait_for(r"http://127\.0\.0\.1:(\d+)", tmp_path / "log", process)[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        statuses = [_get(connection, path, {}) for path in ("/work/1", "/nope")]
+        connection.close()
+        _wait_for(r"GET\s+404", tmp_path / "log", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(DEADLINE) == 0
+    log = (tmp_path / "log").read_text()
+    assert statuses == [200, 404]
+    assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", log, re.M)
+    assert re.search(r"^/work/\{n\}\s+1 ", log, re.M) and re.search(r"^\(unrouted\)\s+1 ", log, re.M)
+
+
+# --- bad input ---
+
+
+@pytest.fixture(scope="module")
+def busy_port() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+BAD_INPUT: Final = [
+    pytest.param(["serve", "no_such_module:app"], "cannot import 'no_such_module'", id="unimportable"),
+    pytest.param(["serve", "cli_app:missing"], "has no attribute 'missing'", id="missing-attribute"),
+    pytest.param(["serve", "cli_app:not_callable"], "not a WSGI app: a int", id="not-callable"),
+    pytest.param(["serve", "cli_app"], "expected MODULE:APP", id="malformed-target"),
+    pytest.param(
+        ["serve", "raising_app:app"], "importing 'raising_app' failed: RuntimeError", id="import-raises"
+    ),
+    pytest.param(["serve", "cli_app:app", "--port", "BUSY"], "cannot listen on 127.0.0.1:", id="port-in-use"),
+    pytest.param(
+        ["serve", "cli_app:app", "--port", "BUSY", "--server", "gunicorn"],
+        "cannot listen on",
+        id="port-in-use-gunicorn",
+    ),
+    pytest.param(
+        ["serve", "cli_app:app", "--server", "wsgiref", "--port", "BUSY"],
+        "cannot listen on",
+        id="port-in-use-wsgiref",
+    ),
+    pytest.param(["serve", "cli_app:app", "--exporter", "zipkin"], "expected one of console", id="exporter"),
+    pytest.param(["serve", "cli_app:app", "--server", "uwsgi"], "invalid choice: 'uwsgi'", id="server"),
+    pytest.param(["serve", "cli_app:app", "--port", "70000"], "expected a port number", id="port-range"),
+    pytest.param(
+        ["serve", "cli_app:app", "--workers", "2"],
+        "--workers 2 needs --server gunicorn",
+        id="workers-without-gunicorn",
+    ),
+    pytest.param(
+        ["serve", "cli_app:app", "--server", "wsgiref", "--threads", "3"],
+        "--threads 3 needs",
+        id="wsgiref-threads",
+    ),
+    pytest.param(
+        ["serve", "cli_app:app", "ENV:OTEL_TRACES_EXPORTER=jaeger"],
+        "OTEL_TRACES_EXPORTER: unknown",
+        id="exporter-variable",
+    ),
+    pytest.param(
+        ["serve", "cli_app:app", "ENV:OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS=G T"],
+        "known_methods",
+        id="config-variable",
+    ),
+    pytest.param(["demo", "--requests", "0"], "expected a whole number", id="demo-requests"),
+    pytest.param(["bogus"], "invalid choice: 'bogus'", id="command"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(
+    arguments: list[str], message: str, busy_port: int, tmp_path: Path
+) -> None:
+    (tmp_path / "raising_app.py").write_text("raise RuntimeError('no database\\nconfigured')\n")
+    env = _env(PYTHONPATH=os.pathsep.join([str(REPO_DIR), str(TESTS_DIR)]))
+    for variable, value in (arg[4:].split("=", 1) for arg in arguments if arg.startswith("ENV:")):
+        env[variable] = value
+    arguments = [str(busy_port) if arg == "BUSY" else arg for arg in arguments if not arg.startswith("ENV:")]
+    done = subprocess.run(
+        [*COMMAND, *arguments], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert message in done.stderr
+    assert done.stderr.startswith("otel-wsgi")
+
+
+def test_without_the_cli_extra_the_command_says_so() -> None:
+    # An interpreter where the SDK cannot be imported (None in sys.modules makes its import fail).
+    probe = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None\n"
+        "from otel_wsgi.cli import main; sys.exit(main())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "demo"], env=_env(), capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert "needs the cli extra (pip install 'otel-wsgi[cli]')" in done.stderr
