@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 
 import pytest
 import span_lines as served_app
+from load_client import check, read_spans, run_clients
 
 TESTS_DIR: Final = Path(__file__).resolve().parent
 REPO_DIR: Final = TESTS_DIR.parent
@@ -55,10 +56,10 @@ class ServerKind:
     on_raise: int | None = 500
 
 
-def _gunicorn(*worker: str) -> Callable[[], list[str]]:
+def _gunicorn(*worker: str, workers: int = 1) -> Callable[[], list[str]]:
     return lambda: [
-        sys.executable, "-m", "gunicorn", *worker, "-w", "1", "-b", "127.0.0.1:0", "--no-control-socket",
-        "--graceful-timeout", "5", "--pythonpath", str(TESTS_DIR), "matrix_app:app",
+        sys.executable, "-m", "gunicorn", *worker, "-w", str(workers), "-b", "127.0.0.1:0",
+        "--no-control-socket", "--graceful-timeout", "5", "--pythonpath", str(TESTS_DIR), "matrix_app:app",
     ]  # fmt: skip
 
 
@@ -456,3 +457,29 @@ def test_gevent_greenlets_keep_their_own_context(gevent_server: Running) -> None
     # so a loaded machine that staggers the clients does not fail it), and none is still active.
     assert snapshot["max_in_flight"] >= CONCURRENT // 2
     assert _active(snapshot) == [0]
+
+
+LOAD_KINDS: Final = [
+    ServerKind(
+        "gunicorn-gthread-2x4", GUNICORN_FILE, "os", _gunicorn("-k", "gthread", "--threads", "4", workers=2)
+    ),
+    GEVENT,
+    next(kind for kind in KINDS if kind.name == "waitress"),
+]
+
+
+@pytest.mark.parametrize("kind", LOAD_KINDS, ids=[kind.name for kind in LOAD_KINDS])
+def test_small_load_pairs_every_span_with_its_request(kind: ServerKind, tmp_path: Path) -> None:
+    """8 keep-alive clients x 25 requests, each with its own traceparent: one span per request, each with
+    its own request's parent and path (the by-hand load script runs the same client at a large size)."""
+    process, running = _start(kind, tmp_path)
+    try:
+        sent = run_clients(running.port, clients=8, requests=25, path="/hello")
+        wait_until(lambda: check(sent, read_spans(running.events)).ok, "every span of the load")
+    finally:
+        stop(process)
+    report = check(sent, read_spans(running.events))
+
+    assert (report.sent, report.answered, report.spans) == (200, 200, 200)
+    assert (report.missing, report.duplicated, report.wrong_parent, report.wrong_path) == (0, 0, 0, 0)
+    assert [r for r in running.records() if r["kind"] == "log"] == []
