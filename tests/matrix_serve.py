@@ -42,7 +42,10 @@ def _cheroot() -> None:
     address = server.bind_addr
     assert isinstance(address, tuple)
     _announce(int(address[1]))
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        server.stop()  # joins its worker threads; without it the process outlives SIGTERM
 
 
 def _waitress() -> None:
