@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -53,22 +53,32 @@ def _query(environ: WSGIEnvironment) -> str:
 
 
 class Closing:
-    """A streamed body: yields `chunks` after `pause` seconds each; logs its `close()` with the count."""
+    """A streamed body: yields `chunks`, each after `sleep(pause)`; logs its `close()` with the count.
 
-    def __init__(self, query: str, chunks: Iterable[bytes], pause: float, sleep: str = "time") -> None:
+    It counts as in flight from its creation to its `close()` (the peak shows greenlets overlapped).
+    """
+
+    def __init__(
+        self, query: str, chunks: Iterable[bytes], pause: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.query, self.chunks, self.pause, self.sleep = query, chunks, pause, sleep
         self.sent = 0
         self.last_chunk_ns = 0
+        with _IN_FLIGHT_LOCK:
+            _in_flight[0] += 1
+            _in_flight[1] = max(_in_flight)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
-            _pause(self.pause, self.sleep)
+            if self.pause:
+                self.sleep(self.pause)
             self.sent += 1
             self.last_chunk_ns = time.time_ns()
             yield chunk
 
     def close(self) -> None:
-        _leave()
+        with _IN_FLIGHT_LOCK:
+            _in_flight[0] -= 1
         append_event(
             {
                 "kind": "closed",
@@ -80,26 +90,10 @@ class Closing:
         )
 
 
-def _pause(seconds: float, sleep: str) -> None:
-    if seconds <= 0:
-        return
-    if sleep == "gevent":
-        import gevent  # type: ignore[import-untyped]  # only under gunicorn's gevent worker
+def _gevent_sleep(seconds: float) -> None:
+    import gevent  # type: ignore[import-untyped]  # only under gunicorn's gevent worker
 
-        gevent.sleep(seconds)
-    else:
-        time.sleep(seconds)
-
-
-def _enter() -> None:
-    with _IN_FLIGHT_LOCK:
-        _in_flight[0] += 1
-        _in_flight[1] = max(_in_flight)
-
-
-def _leave() -> None:
-    with _IN_FLIGHT_LOCK:
-        _in_flight[0] -= 1
+    gevent.sleep(seconds)
 
 
 class LoggedFile(io.FileIO):
@@ -174,19 +168,23 @@ def inner(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     if path == "/fail":
         start_response("500 Internal Server Error", text)
         return [b"failed\n"]
-    _enter()
-    if path == "/stream":
+    stream = _stream(path, query)
+    if stream is not None:
         start_response("200 OK", text)
-        return Closing(query, (f"chunk {index}\n".encode() for index in range(STREAM_CHUNKS)), STREAM_PAUSE)
-    if path == "/big":
-        start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return Closing(query, (BIG_CHUNK for _ in range(BIG_CHUNKS)), 0)
-    if path == "/gevent":
-        start_response("200 OK", text)
-        return Closing(query, _gevent_chunks(query), GEVENT_PAUSE, sleep="gevent")
-    _leave()
+        return stream
     start_response("404 Not Found", text)
     return [b"not found\n"]
+
+
+def _stream(path: str, query: str) -> Closing | None:
+    """The streamed bodies: /stream (paced chunks), /big (up to 64 MiB), /gevent (greenlet sleeps)."""
+    if path == "/stream":
+        return Closing(query, (f"chunk {index}\n".encode() for index in range(STREAM_CHUNKS)), STREAM_PAUSE)
+    if path == "/big":
+        return Closing(query, (BIG_CHUNK for _ in range(BIG_CHUNKS)), 0)
+    if path == "/gevent":
+        return Closing(query, _gevent_chunks(query), GEVENT_PAUSE, _gevent_sleep)
+    return None
 
 
 def metrics_snapshot() -> dict[str, object]:
