@@ -1,8 +1,7 @@
 """The traced app that tests/test_servers.py serves with gunicorn in a subprocess.
 
-Spans go to a JSON-lines file through a small `SpanExporter` (one line per ended span), and so do three
-probes: the type of the object the middleware handed the server, each close of a served file, and any
-warning the SDK or the middleware logs (the SDK only logs a second `end()` of a span).
+Spans go to a JSON-lines file (tests/span_lines.py), and so do three probes: the type of the object the
+middleware handed the server, each close of a served file, and any warning the SDK or the middleware logs.
 Run: `OTEL_WSGI_TEST_EVENTS=/tmp/events.jsonl OTEL_WSGI_TEST_FILE=/tmp/blob python -m gunicorn
 --pythonpath tests servers_app:app`.
 """
@@ -10,64 +9,17 @@ Run: `OTEL_WSGI_TEST_EVENTS=/tmp/events.jsonl OTEL_WSGI_TEST_FILE=/tmp/blob pyth
 from __future__ import annotations
 
 import io
-import json
-import logging
 import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from span_lines import FILE_ENV, JsonLinesExporter, append_event, log_warnings_to_events
 from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
-
-#: Where spans and probe records are appended, one JSON object per line.
-EVENTS_ENV: Final = "OTEL_WSGI_TEST_EVENTS"
-#: The file `/file` serves through `wsgi.file_wrapper`.
-FILE_ENV: Final = "OTEL_WSGI_TEST_FILE"
-
-_LOCK: Final = threading.Lock()
-
-
-def _append(record: dict[str, object]) -> None:
-    """Append one record to the events file (threads of one worker share it: one lock, one write)."""
-    line = json.dumps(record) + "\n"
-    with _LOCK, open(os.environ[EVENTS_ENV], "a", encoding="utf-8") as out:
-        out.write(line)
-
-
-class JsonLinesExporter(SpanExporter):
-    """Write each ended span as `{"kind": "span", ...}` to the events file."""
-
-    @override
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        for span in spans:
-            context = span.get_span_context()
-            _append(
-                {
-                    "kind": "span",
-                    "name": span.name,
-                    "span_kind": span.kind.name,
-                    "status": span.status.status_code.name,
-                    "description": span.status.description,
-                    "attributes": dict(span.attributes or {}),
-                    "events": [event.name for event in span.events],
-                    "trace_id": f"{context.trace_id:032x}" if context is not None else None,
-                    "parent_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
-                }
-            )
-        return SpanExportResult.SUCCESS
-
-
-class _LogToEvents(logging.Handler):
-    """Record warnings of the SDK and the middleware (a second `end()`, a failing hook) as events."""
-
-    @override
-    def emit(self, record: logging.LogRecord) -> None:
-        _append({"kind": "log", "logger": record.name, "message": record.getMessage()})
 
 
 class _LoggedFile(io.FileIO):
@@ -80,7 +32,7 @@ class _LoggedFile(io.FileIO):
     @override
     def close(self) -> None:
         if not self.closed:
-            _append({"kind": "file_closed", "query": self.query})
+            append_event({"kind": "file_closed", "query": self.query})
         super().close()
 
 
@@ -118,7 +70,7 @@ def _spy(traced: WSGIApplication) -> WSGIApplication:
     def spy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         result = traced(environ, start_response)
         file_wrapper = environ["wsgi.file_wrapper"]
-        _append(
+        append_event(
             {
                 "kind": "result",
                 "query": environ.get("QUERY_STRING", ""),
@@ -131,8 +83,7 @@ def _spy(traced: WSGIApplication) -> WSGIApplication:
     return spy
 
 
-for _name in ("opentelemetry", "otel_wsgi"):
-    logging.getLogger(_name).addHandler(_LogToEvents(logging.WARNING))
+log_warnings_to_events()
 
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter()))
