@@ -34,8 +34,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
 from otel_wsgi import Config, set_route, wrap
-from otel_wsgi.effects import TracedRequest
-from otel_wsgi.metrics import _CACHE_LIMIT, metrics_for
+from otel_wsgi.effects import _CACHE_LIMIT, SCOPE, TracedRequest
+from otel_wsgi.metrics import metrics_for
 from otel_wsgi.types import OptExcInfo, SemconvMode
 
 DURATION: str = "http.server.request.duration"
@@ -493,11 +493,11 @@ def test_two_wraps_on_one_meter_provider_share_the_instruments(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
     # The registry is per meter provider: shared by configs on one, fresh for another.
-    one = metrics_for(meter_provider, Config())
-    two = metrics_for(meter_provider, Config(semconv="dup"))
+    one = metrics_for(meter_provider, Config(), SCOPE)
+    two = metrics_for(meter_provider, Config(semconv="dup"), SCOPE)
     other_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     try:
-        other = metrics_for(other_provider, Config())
+        other = metrics_for(other_provider, Config(), SCOPE)
         assert one is not None and two is not None and other is not None
         assert one.registry is two.registry
         assert other.registry is not one.registry
@@ -891,8 +891,8 @@ def test_duration_exemplar_links_to_the_sampled_span(
 def test_noop_meter_provider_means_no_metric_work(
     provider: TracerProvider, exporter: InMemorySpanExporter, meter_provider: MeterProvider
 ) -> None:
-    assert metrics_for(NoOpMeterProvider(), Config()) is None
-    assert metrics_for(meter_provider, Config()) is not None
+    assert metrics_for(NoOpMeterProvider(), Config(), SCOPE) is None
+    assert metrics_for(meter_provider, Config(), SCOPE) is not None
 
     wrapped = wrap(
         writing,
@@ -937,7 +937,7 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
 
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
-    assert len(state.series.sets) == _CACHE_LIMIT
+    assert len(state.shell.finishes) == _CACHE_LIMIT
     by_route = {attrs(point)["http.route"]: point for point in points}
     assert len(points) == len(by_route) == len(routes)
     for n, path in enumerate(routes):
@@ -985,6 +985,6 @@ def test_attribute_cache_budget_is_shared_by_every_series(
             run(wrapped, environ)
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
-    sizes = [len(series.sets) for series in state.metrics.series.values()]
-    assert len(sizes) == 3
-    assert sum(sizes) == state.metrics.cached == _CACHE_LIMIT
+    finishes = state.shell.finishes
+    assert len(finishes) == _CACHE_LIMIT
+    assert {key[0] for key in finishes} == {"GET", "POST"}  # the first two used up the one budget
