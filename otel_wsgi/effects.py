@@ -259,7 +259,10 @@ class TracedRequest:
         if isinstance(exc, Exception) and self.facts.error is None:
             self.facts.error = exc
             if self.span.is_recording():
-                self.span.record_exception(exc)
+                try:
+                    self.span.record_exception(exc)
+                except Exception:  # the SDK calls str(exc), which a hostile exception makes raise
+                    self.shell.log_failure("exception event")
 
     def close(self, inner_close: Callable[[], object] | None) -> None:
         """Call the app's `close` once, then finish the span once, whatever that `close` raises."""

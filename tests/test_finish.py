@@ -379,3 +379,21 @@ def test_seam_defaults_are_what_wrap_uses(provider: TracerProvider, exporter: In
     assert span.name == "GET"
     assert span.instrumentation_scope is not None and span.instrumentation_scope.name == "otel_wsgi"
     assert span.status.status_code is StatusCode.UNSET
+
+
+def test_an_exception_whose_str_raises_still_reaches_the_server_and_ends_the_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = Unprintable()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        raise error
+
+    wrapped = build_middleware(app, config=STABLE, tracer_provider=provider)
+    with pytest.raises(Unprintable) as raised:
+        wrapped(make_environ(), lambda status, headers, exc_info=None: lambda data: None)
+    assert raised.value is error
+    (span,) = exporter.get_finished_spans()
+    assert (span.status.status_code, span.status.description) == (StatusCode.ERROR, "Unprintable")
+    assert span.attributes is not None and span.attributes["error.type"] == "Unprintable"
+    assert "exception event failed" in caplog.text
