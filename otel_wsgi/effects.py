@@ -289,8 +289,9 @@ class TracedRequest:
         end = time.time_ns()
         span, metrics = self.span, self.metrics
         try:
-            record = self.shell.finish_for(self) if metrics is not None or span.is_recording() else None
-            if record is not None and span.is_recording():
+            recording = span.is_recording()
+            record = self.shell.finish_for(self) if recording or metrics is not None else None
+            if recording and record is not None:
                 _apply(span, record)
         except Exception:
             self.shell.log_failure("span attributes")
