@@ -110,11 +110,14 @@ class _Shell:
         self.metrics = metrics
         self.naming = naming
         self.warned = False
-        # With no response header capture or sizes, a response record depends on the status line only,
-        # and a finish record without an exception on the head, the status line and the route only.
-        cacheable = config.response_header_re is None and not config.body_size_metrics
-        self.statuses: dict[str, ResponseRecord] | None = {} if cacheable else None
-        self.finishes: dict[tuple[object, ...], FinishRecord] = {}
+        # Without response header capture, a response's attributes depend on its status line only, so a
+        # finish record without an exception depends on the head, the status line and the route only;
+        # without body sizes either, so does the whole response record.
+        status_only = config.response_header_re is None
+        self.statuses: dict[str, ResponseRecord] | None = (
+            {} if status_only and not config.body_size_metrics else None
+        )
+        self.finishes: dict[tuple[object, ...], FinishRecord] | None = {} if status_only else None
 
     def log_failure(self, what: str) -> None:
         """Log a failure of a hook or of our own code: a traceback the first time, then at DEBUG."""
@@ -173,17 +176,20 @@ class _Shell:
 
     def finish_for(self, request: TracedRequest) -> FinishRecord:
         """Return `finish_record` for a request, from the per-wrap cache when its inputs are all cached."""
-        facts, head, config, name = request.facts, request.head, request.config, self.naming.name
-        if facts.error is not None or (facts.response is not None and facts.status is None):
-            return finish_record(head, facts.route, facts.response, facts.error, config, name)
-        # Every input: the head's fields the policies and metric sets read, the status line, the route.
-        key = (head.method, head.scheme, head.version, head.server, head.path, facts.status, facts.route)
-        record = self.finishes.get(key)
-        if record is None:
-            record = finish_record(head, facts.route, facts.response, None, config, name)
-            if len(self.finishes) < _CACHE_LIMIT:
-                self.finishes[key] = record
-        return record
+        facts, cache = request.facts, self.finishes
+        if cache is not None and facts.error is None and (facts.status is not None or facts.response is None):
+            # Every input: the head's fields the policies and metric sets read, the status line, the route.
+            head, route = request.head, facts.route
+            key = (head.method, head.scheme, head.version, head.server, head.path, facts.status, route)
+            record = cache.get(key)
+            if record is None:
+                record = finish_record(head, route, facts.response, None, request.config, self.naming.name)
+                if len(cache) < _CACHE_LIMIT:
+                    cache[key] = record
+            return record
+        return finish_record(
+            request.head, facts.route, facts.response, facts.error, request.config, self.naming.name
+        )
 
 
 class _Facts:
@@ -214,39 +220,6 @@ class TracedRequest:
         self.start, self.metrics, self.facts = start, metrics, _Facts()
         self.outer: TracedRequest | None = None
         self.active: tuple[tuple[str, AttributeValue], ...] = () if metrics is None else metrics.begin(head)
-
-    def start_response(self, server: StartResponse, environ: WSGIEnvironment) -> StartResponse:
-        """Return the `start_response` the app gets: it records the response, runs the hook and adds
-        `traceresponse`, then calls the server's as received."""
-        shell, span, config, facts = self.shell, self.span, self.config, self.facts
-        hook = shell.response_hook
-
-        def traced_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            if hook is not None:
-                try:
-                    hook(span, environ, status, headers)
-                except Exception:
-                    shell.log_failure("response_hook")
-            if config.traceresponse:
-                ids = span.get_span_context()
-                value = traceresponse(headers, ids.trace_id, ids.span_id, ids.trace_flags)
-                if value is not None:
-                    headers = [*headers, ("traceresponse", value)]
-            facts.response = shell.response_for(status, headers, config)
-            facts.status = status if shell.statuses is not None and type(status) is str else None
-            if exc_info is None:
-                write = server(status, headers)
-            else:
-                write = server(status, headers, exc_info)
-            return (
-                write
-                if self.metrics is None or not config.body_size_metrics
-                else counting_write(write, facts)
-            )
-
-        return traced_start_response
 
     def run_request_hook(self, hook: RequestHook, environ: WSGIEnvironment) -> None:
         try:
@@ -303,9 +276,46 @@ class TracedRequest:
                 if self.config.body_size_metrics:
                     facts = self.facts
                     sizes = (self.head.length, response_size(facts.response, facts.sent, facts.file_response))
-                metrics.end(self.active, record.metric, (self.start, end), self.context, sizes)
+                metrics.end(self.active, record.metric, self.start, end, self.context, sizes)
         except Exception:
             self.shell.log_failure("span end or metrics")
+
+
+class _StartResponse:
+    """The `start_response` the app gets: records the response, runs the hook, adds `traceresponse`,
+    then calls the server's with what it received (a slotted callable: one object, no closure cells)."""
+
+    __slots__ = ("request", "server", "environ")
+
+    def __init__(self, request: TracedRequest, server: StartResponse, environ: WSGIEnvironment) -> None:
+        self.request, self.server, self.environ = request, server, environ
+
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        request = self.request
+        shell, config = request.shell, request.config
+        hook = shell.response_hook
+        if hook is not None:
+            try:
+                hook(request.span, self.environ, status, headers)
+            except Exception:
+                shell.log_failure("response_hook")
+        if config.traceresponse:
+            ids = request.span.get_span_context()
+            value = traceresponse(headers, ids.trace_id, ids.span_id, ids.trace_flags)
+            if value is not None:
+                headers = [*headers, ("traceresponse", value)]
+        facts = request.facts
+        facts.response = shell.response_for(status, headers, config)
+        facts.status = status if type(status) is str else None  # the finish cache's key
+        if exc_info is None:
+            write = self.server(status, headers)
+        else:
+            write = self.server(status, headers, exc_info)
+        if config.body_size_metrics and request.metrics is not None:
+            return counting_write(write, facts)
+        return write
 
 
 def _apply(span: Span, record: FinishRecord) -> None:
@@ -416,7 +426,7 @@ def build_middleware(
         try:
             if shell.request_hook is not None:
                 request.run_request_hook(shell.request_hook, environ)
-            result = app(environ, request.start_response(start_response, environ))
+            result = app(environ, _StartResponse(request, start_response, environ))
         except BaseException as exc:
             request.fail(exc)
             request.close(None)

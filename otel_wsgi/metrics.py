@@ -143,14 +143,15 @@ class Metrics:
         self,
         active: _Key,
         record: MetricRecord,
-        instants: tuple[int, int],
+        start: int,
+        end: int,
         ctx: Context,
         sizes: tuple[int | None, int] | None,
     ) -> None:
         """Record a finished request: its duration between the span's own start and end instants, and
         (with body-size metrics) the request's Content-Length and the response's bytes."""
         self.registry.add(active, -1)
-        seconds = max(instants[1] - instants[0], 0) / 1e9
+        seconds = max(end - start, 0) / 1e9
         if self.duration is not None:
             self.duration.record(seconds, record.stable, context=ctx)
         if self.old_duration is not None:

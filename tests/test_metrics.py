@@ -937,7 +937,7 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
 
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
-    assert len(state.shell.finishes) == _CACHE_LIMIT
+    assert state.shell.finishes is not None and len(state.shell.finishes) == _CACHE_LIMIT
     by_route = {attrs(point)["http.route"]: point for point in points}
     assert len(points) == len(by_route) == len(routes)
     for n, path in enumerate(routes):
@@ -986,5 +986,5 @@ def test_attribute_cache_budget_is_shared_by_every_series(
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
     finishes = state.shell.finishes
-    assert len(finishes) == _CACHE_LIMIT
+    assert finishes is not None and len(finishes) == _CACHE_LIMIT
     assert {key[0] for key in finishes} == {"GET", "POST"}  # the first two used up the one budget
