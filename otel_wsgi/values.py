@@ -59,9 +59,12 @@ def parse_status(status: str) -> int | None:
 
 def parse_port(raw: object) -> int | None:
     """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if type(raw) is str:  # the common case first
+        text: str | None = raw
+    elif isinstance(raw, int) and not isinstance(raw, bool):
         return raw if 0 < raw < 65536 else None
-    text = raw if type(raw) is str else as_text(raw)
+    else:
+        text = as_text(raw)
     if text is None or not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
         return None
     port = int(text)
