@@ -131,22 +131,24 @@ class _Shell:
         if current.get(_SUPPRESS_INSTRUMENTATION_KEY):
             return None
         nested = trace.get_current_span(current).get_span_context().is_valid
-        config = self.nested if nested else self.config
-        head = request_head(environ, config, path=self.naming.reads_path)
+        config, naming = (self.nested if nested else self.config), self.naming
+        head = request_head(environ, config, path=naming.reads_path)
         if not head.traced:
             return None
         parent, links = (current, None) if nested else self.remote_parent(environ)
         kind = SpanKind.INTERNAL if nested else SpanKind.SERVER
         attributes = LazyAttributes(environ, config, head)  # built only if the sampler or the span reads them
-        name = self.naming.name(head, None)
+        name = naming.name(head, None)
         span = self.tracer.start_span(name, parent, kind, attributes, links, start_time=start)
         if span.is_recording():
             # A tracer that kept the mapping unread must not see the app's edits to the environ.
             attributes.build()
         ctx = trace.set_span_in_context(span, parent)
-        request = TracedRequest(self, span, ctx, config, head, start, None if nested else self.metrics)
-        outer = environ.get(_STATE_KEY)
-        request.outer = outer if isinstance(outer, TracedRequest) else None
+        outer = environ.get(_STATE_KEY)  # a layer nested in ours: set_route reaches both
+        request = TracedRequest(
+            self, span, ctx, config, head, start, None if nested else self.metrics,
+            outer if isinstance(outer, TracedRequest) else None,
+        )  # fmt: skip
         environ[_STATE_KEY] = request
         return request
 
@@ -214,11 +216,10 @@ class TracedRequest:
 
     def __init__(
         self, shell: _Shell, span: Span, ctx: Context, config: Config, head: RequestHead, start: int,
-        metrics: Metrics | None,
+        metrics: Metrics | None, outer: TracedRequest | None,
     ) -> None:  # fmt: skip
         self.shell, self.span, self.context, self.config, self.head = shell, span, ctx, config, head
-        self.start, self.metrics, self.facts = start, metrics, _Facts()
-        self.outer: TracedRequest | None = None
+        self.start, self.metrics, self.outer, self.facts = start, metrics, outer, _Facts()
         self.active: tuple[tuple[str, AttributeValue], ...] = () if metrics is None else metrics.begin(head)
 
     def run_request_hook(self, hook: RequestHook, environ: WSGIEnvironment) -> None:
