@@ -40,21 +40,29 @@ class Owner(Protocol):
 
 def response_body(result: Iterable[bytes], file_wrapper: object, owner: Owner) -> Iterable[bytes]:
     """Return what the server gets: its own `wsgi.file_wrapper` object with `close` hooked (so sendfile
-    stays on), else our wrapper; a file wrapper whose `close` cannot be set (bjoern, meinheld) is wrapped."""
-    if file_wrapper is not None and is_file_response(result, file_wrapper):
-        inner_close = close_of(result)
+    stays on), else our wrapper (`__len__` only when the app's result has one)."""
+    if type(result) in _SEQUENCES:  # the common case; a list or tuple is never the server's file wrapper
+        return SequenceBody(result, owner)
+    if file_wrapper is not None and is_file_response(result, file_wrapper) and _hook_close(result, owner):
+        return result
+    # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
+    return (SizedBody if hasattr(type(result), "__len__") else Body)(result, owner)
 
-        def close_file() -> None:
-            owner.close(inner_close)
 
-        try:
-            result.close = close_file  # type: ignore[attr-defined]  # checked by the try
-        except (AttributeError, TypeError):
-            pass  # read-only close: fall back to the wrapper
-        else:
-            owner.facts.file_response = True
-            return result
-    return body_for(result, owner)
+def _hook_close(result: object, owner: Owner) -> bool:
+    """Make the file wrapper's `close` end the request; False where `close` cannot be set (bjoern,
+    meinheld), so the normal wrapper is used."""
+    inner_close = close_of(result)
+
+    def close_file() -> None:
+        owner.close(inner_close)
+
+    try:
+        result.close = close_file  # type: ignore[attr-defined]  # checked by the try
+    except (AttributeError, TypeError):
+        return False
+    owner.facts.file_response = True
+    return True
 
 
 def counting_write(write: Callable[[bytes], object], counts: Counts) -> Callable[[bytes], object]:
@@ -65,14 +73,6 @@ def counting_write(write: Callable[[bytes], object], counts: Counts) -> Callable
         return write(data)
 
     return counted_write
-
-
-def body_for(result: Iterable[bytes], owner: Owner) -> Body:
-    """Return the wrapper for what the app returned: `__len__` only when the result has one."""
-    if type(result) in _SEQUENCES:
-        return SequenceBody(result, owner)
-    # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
-    return (SizedBody if hasattr(type(result), "__len__") else Body)(result, owner)
 
 
 class Body:
