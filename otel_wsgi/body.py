@@ -1,4 +1,5 @@
-"""The response body the server sees: a small slotted iterator, never a generator (PEP 3333).
+"""The response body the server sees: the server's own file wrapper with its `close` hooked, or a small
+slotted iterator, never a generator (PEP 3333); and the `write` that counts the bytes it sends.
 
 A generator wrapper cannot run its cleanup when the server closes it before the first `next()`; this
 class can. The span's context is current around each step that may run app code, and only then.
@@ -17,23 +18,61 @@ from typing_extensions import override
 _SEQUENCES: Final = (list, tuple)
 
 
+class Counts(Protocol):
+    """The facts a body updates: the bytes sent, and whether the server sends a file itself."""
+
+    sent: int
+    file_response: bool
+
+
 class Owner(Protocol):
-    """What a body needs from its request: the context to attach, and where to report."""
+    """What a body needs from its request: the context to attach, its facts, and where to report."""
 
     context: Context
-    sent: int
+
+    @property
+    def facts(self) -> Counts: ...
 
     def fail(self, exc: BaseException) -> None: ...
 
     def close(self, inner_close: Callable[[], object] | None) -> None: ...
 
 
-def body_for(result: Iterable[bytes], owner: Owner) -> Body:
-    """Return the wrapper for what the app returned: `__len__` only when the result has one."""
-    if type(result) in _SEQUENCES:
+def response_body(result: Iterable[bytes], file_wrapper: object, owner: Owner) -> Iterable[bytes]:
+    """Return what the server gets: its own `wsgi.file_wrapper` object with `close` hooked (so sendfile
+    stays on), else our wrapper (`__len__` only when the app's result has one)."""
+    if type(result) in _SEQUENCES:  # the common case; a list or tuple is never the server's file wrapper
         return SequenceBody(result, owner)
+    if file_wrapper is not None and is_file_response(result, file_wrapper) and _hook_close(result, owner):
+        return result
     # len() looks on the type; an instance probe could run a proxy's raising __getattr__.
     return (SizedBody if hasattr(type(result), "__len__") else Body)(result, owner)
+
+
+def _hook_close(result: object, owner: Owner) -> bool:
+    """Make the file wrapper's `close` end the request; False where `close` cannot be set (bjoern,
+    meinheld), so the normal wrapper is used."""
+    inner_close = close_of(result)
+
+    def close_file() -> None:
+        owner.close(inner_close)
+
+    try:
+        result.close = close_file  # type: ignore[attr-defined]  # checked by the try
+    except (AttributeError, TypeError):
+        return False
+    owner.facts.file_response = True
+    return True
+
+
+def counting_write(write: Callable[[bytes], object], counts: Counts) -> Callable[[bytes], object]:
+    """Return the server's `write`, adding the bytes it sends to the count (body-size metrics)."""
+
+    def counted_write(data: bytes) -> object:
+        counts.sent += len(data)
+        return write(data)
+
+    return counted_write
 
 
 class Body:
@@ -95,7 +134,7 @@ class SequenceBody(SizedBody):
 def _counted(owner: Owner, chunk: bytes) -> bytes:
     """Add a chunk's size to the bytes sent (body-size metrics) and return it."""
     try:
-        owner.sent += len(chunk)
+        owner.facts.sent += len(chunk)
     except TypeError:
         pass  # not bytes: the server will say so, not us
     return chunk

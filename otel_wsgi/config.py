@@ -9,14 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from otel_wsgi.types import KNOWN_METHODS, REDACT_QUERY_PARAMS, SANITIZE_HEADERS, SemconvMode
+from otel_wsgi.values import METHOD_TOKEN, header_environ_key
 
 _MODES: Final = ("stable", "old", "dup")
-# RFC 9110 section 5.6.2: a method is a token.
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # A capture entry made only of these characters is a plain header name, looked up directly.
 _LITERAL_NAME: Final = re.compile(r"[0-9A-Za-z_-]+")
-# CGI puts these two request headers in the environ without the HTTP_ prefix (PEP 3333).
-_CGI_HEADERS: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 #: A request header we look up directly: (environ key, lowercase name, sanitised?).
 HeaderKey = tuple[str, str, bool]
@@ -143,7 +140,7 @@ def _check_set(name: str, value: object) -> frozenset[str]:
 def _check_methods(name: str, value: object) -> frozenset[str]:
     items = _check_set(name, value)
     for item in items:
-        if _TOKEN.fullmatch(item) is None:
+        if METHOD_TOKEN.fullmatch(item) is None:
             raise ValueError(f"{name}: {item!r} is not an HTTP method token")
     return items
 
@@ -192,7 +189,7 @@ def _header_keys(patterns: tuple[str, ...], sanitize: re.Pattern[str] | None) ->
     for pattern in patterns:
         # Sanitise on the dashed name the attribute carries: `x_api_key` captures `x-api-key`.
         name = pattern.lower().replace("_", "-")
-        key = _CGI_HEADERS.get(name, "HTTP_" + name.upper().replace("-", "_"))
+        key = header_environ_key(name)
         keys[key] = (key, name, bool(sanitize and sanitize.search(name)))
     return tuple(keys.values())
 

@@ -8,7 +8,7 @@ cost per request.
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping
 
 from typing_extensions import override
 
@@ -65,10 +65,6 @@ class LazyAttributes(Mapping[str, AttributeValue]):
     @override
     def keys(self) -> KeysView[str]:
         return self._attributes().keys()
-
-    @override
-    def values(self) -> ValuesView[AttributeValue]:
-        return self._attributes().values()
 
     @override
     def __contains__(self, key: object) -> bool:

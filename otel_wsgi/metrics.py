@@ -1,17 +1,19 @@
 """HTTP server metrics that agree with the spans: measured from the same instants, cheap per request.
 
 Active requests are an observable up-down counter fed by an in-process count (the SDK's synchronous
-`add` pair costs as much as a span); attribute sets are prepared once per distinct combination.
+`add` pair costs as much as a span). The attribute sets come ready-made in a `MetricRecord`
+(`otel_wsgi.finish`); this module only records them.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Final
+from collections.abc import Iterable
+from typing import Final
 
 from opentelemetry import metrics
+from opentelemetry.context import Context
 from opentelemetry.metrics import (
     CallbackOptions,
     Histogram,
@@ -22,19 +24,14 @@ from opentelemetry.metrics import (
 )
 
 from otel_wsgi import semconv as sc
-from otel_wsgi._version import __version__
 from otel_wsgi.config import Config
-from otel_wsgi.pure import parse_length, parse_port
-from otel_wsgi.types import SCHEMA_URL, AttributeValue, RequestHead
-
-if TYPE_CHECKING:
-    from otel_wsgi.effects import TracedRequest
+from otel_wsgi.types import AttributeValue, MetricRecord, RequestHead, Scope
 
 #: Bucket advice for `http.server.request.duration` (seconds), from the HTTP semantic conventions.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-# Distinct attribute sets kept per wrap(), all series together; beyond this (a flood of routes or junk
-# protocol versions) sets are built per request, and memory stays bounded.
-_CACHE_LIMIT: Final = 2048
+# Distinct active-request keys kept per wrap(); beyond this (junk methods with capture_all_methods) keys are
+# built per request, and memory stays bounded.
+_KEY_LIMIT: Final = 2048
 _Key = tuple[tuple[str, AttributeValue], ...]
 
 
@@ -76,27 +73,30 @@ class _Registry:
             return self.histograms[name]
 
 
-_REGISTRIES: Final[weakref.WeakKeyDictionary[MeterProvider, _Registry]] = weakref.WeakKeyDictionary()
+_REGISTRIES: Final[weakref.WeakKeyDictionary[MeterProvider, dict[Scope, _Registry]]] = (
+    weakref.WeakKeyDictionary()
+)
 _REGISTRIES_LOCK: Final = threading.Lock()
 
 
-def metrics_for(provider: MeterProvider | None, config: Config) -> Metrics | None:
+def metrics_for(provider: MeterProvider | None, config: Config, scope: Scope) -> Metrics | None:
     """Return the metrics of one `wrap()`, or None when the provider is explicitly a no-op."""
     if isinstance(provider, NoOpMeterProvider):
         return None
     source = metrics.get_meter_provider() if provider is None else provider
     with _REGISTRIES_LOCK:
-        registry = _REGISTRIES.get(source)
+        registries = _REGISTRIES.setdefault(source, {})
+        registry = registries.get(scope)
         if registry is None:
-            meter = source.get_meter("otel_wsgi", __version__, schema_url=SCHEMA_URL)
-            registry = _REGISTRIES[source] = _Registry(meter)
+            meter = source.get_meter(scope.name, scope.version, schema_url=scope.schema_url)
+            registry = registries[scope] = _Registry(meter)
     return Metrics(registry, config)
 
 
 class Metrics:
-    """The instruments one `wrap()` records into, and its cache of prepared attribute sets."""
+    """The instruments one `wrap()` records into, and its active-request keys."""
 
-    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "series", "cached")
+    __slots__ = ("registry", "stable", "old", "duration", "old_duration", "sizes", "keys")
 
     def __init__(self, registry: _Registry, config: Config) -> None:
         self.registry = registry
@@ -122,120 +122,42 @@ class Metrics:
             if config.body_size_metrics and self.stable
             else None
         )
-        self.series: dict[tuple[str, str, str | None], _Series] = {}
-        self.cached = 0  # attribute sets cached across all series (a benign race may overshoot by a few)
+        self.keys: dict[tuple[str, str], _Key] = {}
 
-    def series_for(self, head: RequestHead) -> _Series:
-        """Return the series of a request's method, scheme and version, prepared once per combination."""
-        found = self.series.get((head.method, head.scheme, head.version))
-        if found is not None:
-            return found
-        pairs: list[tuple[str, AttributeValue]] = []
-        if self.stable:
-            pairs += [(sc.HTTP_REQUEST_METHOD, head.method), (sc.URL_SCHEME, head.scheme)]
-        if self.old:
-            pairs += [(sc.OLD_HTTP_METHOD, head.method), (sc.OLD_HTTP_SCHEME, head.scheme)]
-        found = _Series(tuple(pairs))
-        if len(self.series) < _CACHE_LIMIT:
-            self.series[head.method, head.scheme, head.version] = found
-        return found
+    def begin(self, head: RequestHead) -> _Key:
+        """Count a request as active; return the key to pass to `end` (prepared once per method, scheme)."""
+        key = self.keys.get((head.method, head.scheme))
+        if key is None:
+            pairs: list[tuple[str, AttributeValue]] = []
+            if self.stable:
+                pairs += [(sc.HTTP_REQUEST_METHOD, head.method), (sc.URL_SCHEME, head.scheme)]
+            if self.old:
+                pairs += [(sc.OLD_HTTP_METHOD, head.method), (sc.OLD_HTTP_SCHEME, head.scheme)]
+            key = tuple(pairs)
+            if len(self.keys) < _KEY_LIMIT:
+                self.keys[head.method, head.scheme] = key
+        self.registry.add(key, 1)
+        return key
 
-    def begin(self, series: _Series) -> None:
-        self.registry.add(series.active, 1)
-
-    def record(self, request: TracedRequest, end: int) -> None:
-        """Record one finished request: duration from the span's own start and end instants."""
-        self.registry.add(request.series.active, -1)
-        stable, old = self.attributes(request)
-        seconds = max(end - request.start, 0) / 1e9
-        if self.duration is not None:
-            self.duration.record(seconds, stable, context=request.context)
-        if self.old_duration is not None:
-            self.old_duration.record(seconds * 1000, old, context=request.context)
-        if self.sizes is not None:
-            self.record_sizes(self.sizes, request, stable)
-
-    @staticmethod
-    def record_sizes(
-        sizes: tuple[Histogram, Histogram], request: TracedRequest, attributes: Mapping[str, AttributeValue]
+    def end(
+        self,
+        active: _Key,
+        record: MetricRecord,
+        start: int,
+        end: int,
+        ctx: Context,
+        sizes: tuple[int | None, int] | None,
     ) -> None:
-        """Record body sizes: the request's valid Content-Length; the bytes the response carried."""
-        request_size = parse_length(request.environ.get("CONTENT_LENGTH"))
-        if request_size is not None:
-            sizes[0].record(request_size, attributes, context=request.context)
-        response = request.response
-        sent = request.sent
-        if request.file_response and response is not None and response.content_length is not None:
-            sent = response.content_length  # the server sends the file itself (sendfile)
-        sizes[1].record(sent, attributes, context=request.context)
-
-    def attributes(
-        self, request: TracedRequest
-    ) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
-        """Return the (stable, old) duration attribute sets, prepared once per distinct combination."""
-        head, response, route = request.head, request.response, request.route
-        code = None if response is None else response.status_code
-        error = request.error
-        error_type = type(error).__qualname__ if error is not None else None
-        if error_type is None and response is not None:
-            value = response.attributes.get(sc.ERROR_TYPE)
-            error_type = value if isinstance(value, str) else None
-        server = None
-        if self.old:
-            name = request.environ.get("SERVER_NAME")  # narrowed here: the key must be hashable
-            limit = request.config.max_attribute_length
-            server = (
-                name[:limit] if isinstance(name, str) else None,
-                parse_port(request.environ.get("SERVER_PORT")),
-            )
-        sets = request.series.sets
-        key = (code, route, error_type, server)
-        found = sets.get(key)
-        if found is None:
-            found = (_stable_set(head, code, route, error_type), _old_set(head, code, server))
-            if self.cached < _CACHE_LIMIT:  # one budget for every series: bounded memory
-                self.cached += 1
-                sets[key] = found
-        return found
-
-
-class _Series:
-    """One method, scheme and protocol version: the key it counts under while active, and its duration
-    attribute sets by status, route and error (so a request builds no tuple or dict of its own)."""
-
-    __slots__ = ("active", "sets")
-
-    def __init__(self, active: _Key) -> None:
-        self.active = active
-        self.sets: dict[
-            tuple[object, ...], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
-        ] = {}
-
-
-def _stable_set(
-    head: RequestHead, code: int | None, route: str | None, error_type: str | None
-) -> dict[str, AttributeValue]:
-    pairs = (
-        (sc.HTTP_REQUEST_METHOD, head.method),
-        (sc.URL_SCHEME, head.scheme),
-        (sc.NETWORK_PROTOCOL_VERSION, head.version),
-        (sc.HTTP_RESPONSE_STATUS_CODE, code),
-        (sc.HTTP_ROUTE, route),
-        (sc.ERROR_TYPE, error_type),
-    )
-    return {key: value for key, value in pairs if value is not None}
-
-
-def _old_set(
-    head: RequestHead, code: int | None, server: tuple[str | None, int | None] | None
-) -> dict[str, AttributeValue]:
-    name, port = (None, None) if server is None else server
-    pairs = (
-        (sc.OLD_HTTP_METHOD, head.method),
-        (sc.OLD_HTTP_SCHEME, head.scheme),
-        (sc.OLD_HTTP_FLAVOR, head.version),
-        (sc.OLD_HTTP_STATUS_CODE, code),
-        (sc.OLD_HTTP_SERVER_NAME, name or None),
-        (sc.OLD_NET_HOST_PORT, port),
-    )
-    return {key: value for key, value in pairs if value is not None}
+        """Record a finished request: its duration between the span's own start and end instants, and
+        (with body-size metrics) the request's Content-Length and the response's bytes."""
+        self.registry.add(active, -1)
+        seconds = max(end - start, 0) / 1e9
+        if self.duration is not None:
+            self.duration.record(seconds, record.stable, context=ctx)
+        if self.old_duration is not None:
+            self.old_duration.record(seconds * 1000, record.old, context=ctx)
+        if self.sizes is not None and sizes is not None:
+            request_size, response_size = sizes
+            if request_size is not None:
+                self.sizes[0].record(request_size, record.stable, context=ctx)
+            self.sizes[1].record(response_size, record.stable, context=ctx)

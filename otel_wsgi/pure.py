@@ -1,7 +1,9 @@
 """Pure functions: a WSGI environ, a status line and headers in, frozen records out.
 
-Every function here is total (it never raises, whatever the environ holds), deterministic and leaves
-its input untouched. Other servers and frameworks may call them directly.
+The one module that reads the environ: each value is narrowed here (`_text`) and handed to the value
+parsers of `otel_wsgi.values` as a plain string. Every function is total (it never raises, whatever the
+environ holds), deterministic and leaves its input untouched. Other servers and frameworks may call them
+directly; the public value parsers are re-exported from here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from otel_wsgi import semconv as sc
+from otel_wsgi.finish import status_error_type
+from otel_wsgi.naming import span_name
 from otel_wsgi.types import (
     OTHER,
     REDACTED_HEADER,
@@ -22,20 +26,21 @@ from otel_wsgi.types import (
 )
 from otel_wsgi.values import (
     DEFAULT_PORTS,
-    SCHEME,
-    USERINFO,
     as_text,
     content_length,
     environ_header_name,
-    environ_text,
+    forwarded_node,
+    forwarded_value,
     header_environ_key,
     header_pairs,
+    netloc,
     normalize_method,
     parse_length,
     parse_port,
+    parse_scheme,
     parse_status,
     protocol_version,
-    span_name,
+    request_target,
     split_host,
     synthetic_type,
     url_path,
@@ -76,18 +81,25 @@ EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
 # --- the composites ---
 
 
-def request_head(environ: Environ, config: Config) -> RequestHead:
-    """Return what the span name and the metrics need: method, scheme, protocol version, and
-    whether the request is traced at all (`excluded_urls`). Cheap: no attribute is built."""
+def request_head(environ: Environ, config: Config, *, path: bool = False) -> RequestHead:
+    """Return what the span name and the metrics need: method, scheme, protocol version, whether the
+    request is traced at all (`excluded_urls`), and what the configured metrics (or, with `path`, the
+    naming policy) read at the start. Cheap: no attribute is built."""
     limit = config.max_attribute_length
-    method = environ_text(environ, "REQUEST_METHOD")
+    method = _text(environ, "REQUEST_METHOD")
     if method not in config.known_methods:
         method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)
         method = method[:limit]  # any token with capture_all_methods: span names and metrics stay bounded
     scheme = _scheme(environ, config)[:limit]  # X-Forwarded-Proto can be any length
-    version = protocol_version(environ_text(environ, "SERVER_PROTOCOL"))
+    version = protocol_version(_text(environ, "SERVER_PROTOCOL"))
     traced = config.excluded_re is None or not _excluded(environ, config, scheme)
-    return RequestHead(method, scheme, version and version[:limit], traced)
+    server = None
+    if config.semconv != "stable":  # the old duration metric carries SERVER_NAME and SERVER_PORT
+        name = environ.get("SERVER_NAME")
+        server = (name[:limit] if isinstance(name, str) else None, parse_port(environ.get("SERVER_PORT")))
+    length = parse_length(environ.get("CONTENT_LENGTH")) if config.body_size_metrics else None
+    raw_path = _text(environ, "PATH_INFO").strip()[:limit] if path else None
+    return RequestHead(method, scheme, version and version[:limit], traced, server, length, raw_path)
 
 
 def request_record(environ: Environ, config: Config) -> RequestRecord:
@@ -115,18 +127,18 @@ def response_record(status: str, headers: ResponseHeaders, config: Config) -> Re
     """Return the status code and attributes of one `start_response` call; never raises."""
     code = parse_status(as_text(status) or "")
     attributes: dict[str, AttributeValue] = {}
-    error = code is None or code >= 500
+    kind = status_error_type(code)  # None unless the span status must be ERROR: a 5xx or a malformed line
     if config.semconv != "old":
         if code is not None:
             attributes[sc.HTTP_RESPONSE_STATUS_CODE] = code
-        if error:
-            attributes[sc.ERROR_TYPE] = OTHER if code is None else str(code)
+        if kind is not None:
+            attributes[sc.ERROR_TYPE] = kind
     if config.semconv != "stable" and code is not None:
         attributes[sc.OLD_HTTP_STATUS_CODE] = code
     if config.response_header_re is not None:
         attributes.update(response_header_attributes(headers, config))
     length = content_length(headers) if config.body_size_metrics else None
-    return ResponseRecord(code, attributes, error, length)
+    return ResponseRecord(code, attributes, kind is not None, length)
 
 
 def request_header_attributes(environ: Environ, config: Config) -> dict[str, AttributeValue]:
@@ -188,17 +200,17 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
         sc.URL_SCHEME: head.scheme,
         sc.URL_PATH: _path(environ)[:limit],
     }
-    raw_method = environ_text(environ, "REQUEST_METHOD")
+    raw_method = _text(environ, "REQUEST_METHOD")
     if raw_method and raw_method != head.method:  # no method sent: nothing original to report
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
-    query = environ_text(environ, "QUERY_STRING")
+    query = _text(environ, "QUERY_STRING")
     if query:
         attributes[sc.URL_QUERY] = url_query(query, config.redact_query_params)[:limit]
     if address is not None:
         attributes[sc.SERVER_ADDRESS] = address[:limit]
     if port is not None:
         attributes[sc.SERVER_PORT] = port
-    peer, peer_port = environ_text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
+    peer, peer_port = _text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
     client, client_port = _forwarded_client(environ) if config.forwarded_headers else (None, None)
     if client is None:
         client, client_port = peer, peer_port
@@ -212,7 +224,7 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
         attributes[sc.NETWORK_PEER_PORT] = peer_port
     if head.version is not None:
         attributes[sc.NETWORK_PROTOCOL_VERSION] = head.version
-    agent = environ_text(environ, "HTTP_USER_AGENT")
+    agent = _text(environ, "HTTP_USER_AGENT")
     if agent:
         attributes[sc.USER_AGENT_ORIGINAL] = agent[:limit]
         synthetic = synthetic_type(agent)
@@ -223,40 +235,40 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
 
 def _scheme(environ: Environ, config: Config) -> str:
     """Return the URL scheme: `wsgi.url_scheme`, or the proxy's when forwarded headers are trusted."""
-    scheme = environ_text(environ, "wsgi.url_scheme")
+    scheme = _text(environ, "wsgi.url_scheme")
     if scheme not in DEFAULT_PORTS:
-        scheme = scheme.lower() if SCHEME.fullmatch(scheme.lower()) else "http"
+        scheme = parse_scheme(scheme) or "http"
     if config.forwarded_headers:
-        proto = _proxied(environ, "proto", "HTTP_X_FORWARDED_PROTO")
-        if proto and SCHEME.fullmatch(proto.lower()):
-            scheme = proto.lower()
+        proto = parse_scheme(_proxied(environ, "proto", "HTTP_X_FORWARDED_PROTO"))
+        if proto is not None:
+            scheme = proto
     return scheme
 
 
 def _server(environ: Environ, config: Config, scheme: str) -> tuple[str | None, int | None]:
     """Return the server address and port: Host (or the proxy's host), else SERVER_NAME / SERVER_PORT."""
-    host = environ_text(environ, "HTTP_HOST")
+    host = _text(environ, "HTTP_HOST")
     address, port = split_host(host) if host else (None, None)
     if config.forwarded_headers:
         proxied, proxied_port = split_host(_proxied(environ, "host", "HTTP_X_FORWARDED_HOST"))
         if proxied is not None:  # the proxy's host without a port means the scheme's default port
             address, port = proxied, proxied_port or DEFAULT_PORTS.get(scheme)
     if address is None:
-        address = environ_text(environ, "SERVER_NAME") or None
+        address = _text(environ, "SERVER_NAME") or None
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
     return address, port
 
 
 def _path(environ: Environ) -> str:
-    return url_path(environ_text(environ, "SCRIPT_NAME"), environ_text(environ, "PATH_INFO"))
+    return url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO"))
 
 
 def _excluded(environ: Environ, config: Config, scheme: str) -> bool:
     """True if `{scheme}://{host}{path}` matches `excluded_urls` (the port only when not the default)."""
     address, port = _server(environ, config, scheme)
     pattern = config.excluded_re
-    url = f"{scheme}://{_netloc(address, port, scheme) or ''}{_path(environ)}"
+    url = f"{scheme}://{netloc(address, port, scheme) or ''}{_path(environ)}"
     return pattern is not None and pattern.search(url) is not None
 
 
@@ -278,21 +290,19 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     """Rename the stable attributes as the reference's default mode does (`http.method`, `http.target`)."""
     limit = config.max_attribute_length
     old = {new: stable[name] for name, new in _OLD_NAMES if name in stable}
-    netloc = _netloc(stable.get(sc.SERVER_ADDRESS), stable.get(sc.SERVER_PORT), stable[sc.URL_SCHEME])
-    if netloc is not None:
-        old[sc.OLD_HTTP_HOST] = netloc[:limit]
+    host = netloc(stable.get(sc.SERVER_ADDRESS), stable.get(sc.SERVER_PORT), stable[sc.URL_SCHEME])
+    if host is not None:
+        old[sc.OLD_HTTP_HOST] = host[:limit]
     target = as_text(environ.get("RAW_URI"))
     if target is None:
         target = as_text(environ.get("REQUEST_URI"))
     if target:
-        old[sc.OLD_HTTP_TARGET] = _target(target, config)[:limit]
+        old[sc.OLD_HTTP_TARGET] = request_target(target, config.redact_query_params)[:limit]
     else:
         query = stable.get(sc.URL_QUERY)
         suffix = f"?{query}" if query else ""
-        old[sc.OLD_HTTP_URL] = f"{stable[sc.URL_SCHEME]}://{netloc or ''}{stable[sc.URL_PATH]}{suffix}"[
-            :limit
-        ]
-    server_name = environ_text(environ, "SERVER_NAME")
+        old[sc.OLD_HTTP_URL] = f"{stable[sc.URL_SCHEME]}://{host or ''}{stable[sc.URL_PATH]}{suffix}"[:limit]
+    server_name = _text(environ, "SERVER_NAME")
     if server_name:
         old[sc.OLD_HTTP_SERVER_NAME] = server_name[:limit]
     return old
@@ -302,52 +312,20 @@ def _forwarded_client(environ: Environ) -> tuple[str | None, int | None]:
     """Return the original client from `Forwarded` (RFC 7239, first element) or `X-Forwarded-For`
     (first entry); (None, None) when absent or junk, so the socket peer stays the client."""
     origin = _proxied(environ, "for", "HTTP_X_FORWARDED_FOR")
-    return _node(origin) if origin else (None, None)
+    return forwarded_node(origin) if origin else (None, None)
 
 
 def _proxied(environ: Environ, parameter: str, legacy_key: str) -> str:
     """Return a `Forwarded` parameter (RFC 7239, first element), else the first `X-Forwarded-*` entry."""
-    forwarded = _forwarded_pairs(environ_text(environ, "HTTP_FORWARDED"))
-    return forwarded.get(parameter) or _first(environ_text(environ, legacy_key))
+    return forwarded_value(_text(environ, "HTTP_FORWARDED"), _text(environ, legacy_key), parameter)
 
 
-def _forwarded_pairs(header: str) -> dict[str, str]:
-    """Return the parameters of the first element of a `Forwarded` header, keys lowercased."""
-    pairs: dict[str, str] = {}
-    for part in header.split(",", 1)[0].split(";"):
-        key, equals, value = part.partition("=")
-        if equals:
-            pairs.setdefault(key.strip().lower(), value.strip().strip('"'))
-    return pairs
-
-
-def _node(origin: str) -> tuple[str | None, int | None]:
-    """Split a forwarded client node (`1.2.3.4`, `[2001:db8::1]:4711`, `unknown`) into address and port."""
-    if origin.startswith("["):
-        return split_host(origin)
-    if origin.count(":") == 1:
-        name, _, port_text = origin.partition(":")
-        return name or None, parse_port(port_text)
-    return origin, None
-
-
-def _netloc(
-    address: AttributeValue | None, port: AttributeValue | None, scheme: AttributeValue
-) -> str | None:
-    """Return `host[:port]`, the port only when it is not the scheme's default; IPv6 bracketed."""
-    if not isinstance(address, str):
-        return None
-    host = f"[{address}]" if ":" in address else address
-    if port is None or DEFAULT_PORTS.get(str(scheme)) == port:
-        return host
-    return f"{host}:{port}"
-
-
-def _target(target: str, config: Config) -> str:
-    """Return a raw request target with userinfo dropped and the query redacted."""
-    path, question, query = USERINFO.sub(r"\1", target).partition("?")
-    path = url_query(path, frozenset())
-    return f"{path}?{url_query(query, config.redact_query_params)}" if question else path
+def _text(environ: Environ, key: str) -> str:
+    """Return an environ value as text: str as is, bytes as latin-1, anything else as ""."""
+    value = environ.get(key)
+    if isinstance(value, str):
+        return value
+    return as_text(value) or ""
 
 
 def _sanitized(name: str, value: tuple[str, ...], config: Config) -> tuple[str, ...]:
@@ -357,7 +335,3 @@ def _sanitized(name: str, value: tuple[str, ...], config: Config) -> tuple[str, 
 
 def _header_key(prefix: str, name: str, old: bool) -> str:
     return prefix + (name.replace("-", "_") if old else name)
-
-
-def _first(header: str) -> str:
-    return header.split(",", 1)[0].strip()

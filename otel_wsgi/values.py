@@ -1,7 +1,7 @@
-"""Value-level parsers for WSGI and HTTP: status lines, ports, hosts, methods, paths, queries.
+"""Value parsers for WSGI and HTTP: status lines, ports, hosts, methods, paths, queries, proxy headers.
 
-Total functions on plain values (they never raise), the building blocks of `otel_wsgi.pure`;
-re-exported there, which is where users import them from.
+Total functions on plain values (they never raise and never see the environ: `otel_wsgi.pure` narrows
+it and hands them strings); the public ones are re-exported from `otel_wsgi.pure`, where users import them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Final, TypeGuard
 from urllib.parse import quote_from_bytes, unquote_plus
 
-from otel_wsgi.types import KNOWN_METHODS, OTHER, REDACT_QUERY_PARAMS, REDACTED, Environ, ResponseHeaders
+from otel_wsgi.types import (
+    KNOWN_METHODS,
+    OTHER,
+    REDACT_QUERY_PARAMS,
+    REDACTED,
+    AttributeValue,
+    ResponseHeaders,
+)
 
 # RFC 3986 pchar without "%": a literal "%" in PATH_INFO was "%25" on the request line.
 _PATH_SAFE: Final = "/:@!$&'()*+,;="
@@ -23,12 +30,15 @@ _IP_LITERAL: Final = re.compile(
     r"\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~%]+)?\]"  # IPv6, optional zone (RFC 6874)
     r"|\[[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"  # IPvFuture (RFC 3986 section 3.2.2)
 )
-SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
-USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SCHEME: Final = re.compile(r"[a-z][a-z0-9+.\-]*")
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
+#: RFC 9110 section 5.6.2: a method is a token.
+METHOD_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # RFC 9110 section 2.5: HTTP-version is DIGIT "." DIGIT; HTTP/2 and HTTP/3 servers say "HTTP/2".
 _COMMON_VERSIONS: Final = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2": "2", "HTTP/2.0": "2.0"}
 _VERSION: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# PEP 3333 (CGI): these two request headers arrive without the HTTP_ prefix.
+_CGI_KEYS: Final = ("CONTENT_TYPE", "CONTENT_LENGTH")
 _TEST_AGENTS: Final = ("alwayson", "datadogsynthetics", "pingdom", "uptimerobot", "statuscake")
 _BOT_AGENTS: Final = (
     "googlebot", "bingbot", "yandexbot", "baiduspider", "duckduckbot", "applebot",
@@ -49,9 +59,12 @@ def parse_status(status: str) -> int | None:
 
 def parse_port(raw: object) -> int | None:
     """Return a TCP port (1-65535) from a decimal string or int, or None for anything else."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if type(raw) is str:  # the common case first
+        text: str | None = raw
+    elif isinstance(raw, int) and not isinstance(raw, bool):
         return raw if 0 < raw < 65536 else None
-    text = raw if type(raw) is str else as_text(raw)
+    else:
+        text = as_text(raw)
     if text is None or not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
         return None
     port = int(text)
@@ -63,6 +76,12 @@ def parse_length(raw: object) -> int | None:
     if isinstance(raw, str) and 0 < len(raw) <= 18 and raw.isascii() and raw.isdigit():
         return int(raw)
     return None
+
+
+def parse_scheme(raw: str) -> str | None:
+    """Return a URL scheme lowercased (RFC 3986 section 3.1), or None if it is not one."""
+    scheme = raw.lower()
+    return scheme if _SCHEME.fullmatch(scheme) else None
 
 
 def split_host(host: str) -> tuple[str | None, int | None]:
@@ -92,15 +111,9 @@ def normalize_method(
     method: str, known_methods: frozenset[str] = KNOWN_METHODS, *, capture_all: bool = False
 ) -> str:
     """Return the method if it is known (case-sensitive) or all are captured, else `_OTHER`."""
-    if method in known_methods or (capture_all and _TOKEN.fullmatch(method) is not None):
+    if method in known_methods or (capture_all and METHOD_TOKEN.fullmatch(method) is not None):
         return method
     return OTHER
-
-
-def span_name(method: str, route: str | None = None) -> str:
-    """Return `{METHOD}` or `{METHOD} {route}`, with `HTTP` for `_OTHER`; never the raw path."""
-    name = "HTTP" if method == OTHER else method
-    return f"{name} {route}" if route else name
 
 
 def url_path(script_name: str, path_info: str) -> str:
@@ -159,12 +172,12 @@ def synthetic_type(user_agent: str) -> str | None:
 def header_environ_key(name: str) -> str:
     """Return the environ key a request header arrives under (`x-a` -> `HTTP_X_A`, CGI exceptions)."""
     upper = name.upper().replace("-", "_")
-    return upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
+    return upper if upper in _CGI_KEYS else "HTTP_" + upper
 
 
 def environ_header_name(key: str) -> str | None:
     """Return the lowercase header name for an environ key (`HTTP_X_A` -> `x-a`), or None."""
-    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+    if key in _CGI_KEYS:
         return key.lower().replace("_", "-")
     if key.startswith("HTTP_") and len(key) > 5:
         return key[5:].lower().replace("_", "-")
@@ -184,6 +197,49 @@ def header_pairs(headers: ResponseHeaders) -> list[tuple[str, str]]:
     if not _is_sequence(headers):
         return []
     return [item for item in headers if _is_pair(item)]
+
+
+def forwarded_value(forwarded: str, legacy: str, parameter: str) -> str:
+    """Return a `Forwarded` parameter (RFC 7239, first element), else the first entry of the legacy
+    `X-Forwarded-*` header; "" when neither has one."""
+    return _forwarded_pairs(forwarded).get(parameter) or legacy.split(",", 1)[0].strip()
+
+
+def forwarded_node(origin: str) -> tuple[str | None, int | None]:
+    """Split a forwarded client node (`1.2.3.4`, `[2001:db8::1]:4711`, `unknown`) into address and port."""
+    if origin.startswith("["):
+        return split_host(origin)
+    if origin.count(":") == 1:
+        name, _, port_text = origin.partition(":")
+        return name or None, parse_port(port_text)
+    return origin, None
+
+
+def netloc(address: AttributeValue | None, port: AttributeValue | None, scheme: AttributeValue) -> str | None:
+    """Return `host[:port]`, the port only when it is not the scheme's default; IPv6 bracketed."""
+    if not isinstance(address, str):
+        return None
+    host = f"[{address}]" if ":" in address else address
+    if port is None or DEFAULT_PORTS.get(str(scheme)) == port:
+        return host
+    return f"{host}:{port}"
+
+
+def request_target(target: str, redact: frozenset[str]) -> str:
+    """Return a raw request target with userinfo dropped and the query redacted."""
+    path, question, query = _USERINFO.sub(r"\1", target).partition("?")
+    path = url_query(path, frozenset())
+    return f"{path}?{url_query(query, redact)}" if question else path
+
+
+def _forwarded_pairs(header: str) -> dict[str, str]:
+    """Return the parameters of the first element of a `Forwarded` header, keys lowercased."""
+    pairs: dict[str, str] = {}
+    for part in header.split(",", 1)[0].split(";"):
+        key, equals, value = part.partition("=")
+        if equals:
+            pairs.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return pairs
 
 
 def _is_sequence(value: object) -> TypeGuard[Sequence[object]]:
@@ -208,15 +264,8 @@ def _mentions(query: str, keys: frozenset[str]) -> bool:
     return False
 
 
-def environ_text(environ: Environ, key: str) -> str:
-    """Return an environ value as text: str as is, bytes as latin-1, anything else as ""."""
-    value = environ.get(key)
-    if isinstance(value, str):
-        return value
-    return as_text(value) or ""
-
-
 def as_text(value: object) -> str | None:
+    """Return a WSGI value as text: str as is, bytes as latin-1 (PEP 3333), anything else as None."""
     if isinstance(value, str):
         return value
     if isinstance(value, bytes | bytearray):

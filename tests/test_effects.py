@@ -1201,9 +1201,6 @@ class HostileError(Exception):
         raise RuntimeError("str() failed")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug: recording the exception calls str(), which replaces the app's error"
-)
 def test_rule6_hostile_exception_is_reraised_itself_and_ends_the_span(
     traced: Traced, exporter: InMemorySpanExporter
 ) -> None:

@@ -15,7 +15,24 @@ ALLOWED = {
     "types.py": set(),
     "semconv.py": set(),
     "values.py": {"otel_wsgi.types"},
-    "pure.py": {"otel_wsgi", "otel_wsgi.types", "otel_wsgi.semconv", "otel_wsgi.values", "otel_wsgi.config"},
+    "naming.py": {"otel_wsgi.types"},
+    "finish.py": {
+        "otel_wsgi",
+        "otel_wsgi.types",
+        "otel_wsgi.semconv",
+        "otel_wsgi.values",
+        "otel_wsgi.naming",
+        "otel_wsgi.config",
+    },
+    "pure.py": {
+        "otel_wsgi",
+        "otel_wsgi.types",
+        "otel_wsgi.semconv",
+        "otel_wsgi.values",
+        "otel_wsgi.naming",
+        "otel_wsgi.finish",
+        "otel_wsgi.config",
+    },
     "cli/decide.py": set(),  # the command's decisions: table-tested, no SDK, no I/O
 }
 FORBIDDEN_IN_PURE = {"os", "time", "logging", "opentelemetry"}
@@ -42,7 +59,9 @@ def test_core_imports_only_the_standard_library(module: str) -> None:
     assert outside == set()
 
 
-@pytest.mark.parametrize("module", ["pure.py", "values.py", "types.py", "cli/decide.py"])
+@pytest.mark.parametrize(
+    "module", ["pure.py", "values.py", "naming.py", "finish.py", "types.py", "cli/decide.py"]
+)
 def test_core_never_imports_io_clock_or_logging(module: str) -> None:
     roots = {name.split(".")[0] for name in imported_modules(PACKAGE / module)}
     assert roots & FORBIDDEN_IN_PURE == set()
@@ -66,3 +85,29 @@ def test_the_middleware_never_imports_the_sdk() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each package module's imports of other package modules, type-only ones included."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.glob("*.py"):
+        name = f"otel_wsgi.{path.stem}"
+        graph[name] = {module for module in imported_modules(path) if module.startswith("otel_wsgi.")}
+    return graph
+
+
+def test_package_has_no_import_cycle() -> None:
+    graph = package_imports()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module in done:
+            return
+        for imported in graph.get(module, set()):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "otel_wsgi.effects" not in graph["otel_wsgi.metrics"]

@@ -47,8 +47,7 @@ from typing_extensions import override
 from otel_wsgi import Config, set_route, wrap
 
 # Private names, read only by the cache-bound tests at the end of this module.
-from otel_wsgi.effects import TracedRequest
-from otel_wsgi.metrics import _CACHE_LIMIT
+from otel_wsgi.effects import _CACHE_LIMIT, TracedRequest
 from otel_wsgi.types import SemconvMode
 
 DURATION: str = "http.server.request.duration"
@@ -922,7 +921,7 @@ def test_attribute_cache_is_capped_and_sets_stay_correct_past_the_cap(provider: 
 
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
-    assert len(state.series.sets) == _CACHE_LIMIT
+    assert state.shell.finishes is not None and len(state.shell.finishes) == _CACHE_LIMIT
     by_route = {attrs(point)["http.route"]: point for point in points}
     assert len(points) == len(by_route) == len(routes)
     for n, path in enumerate(routes):
@@ -971,9 +970,9 @@ def test_attribute_cache_budget_is_shared_by_every_series(
             run(wrapped, environ)
     state = environ[STATE_KEY]
     assert isinstance(state, TracedRequest) and state.metrics is not None
-    sizes = [len(series.sets) for series in state.metrics.series.values()]
-    assert len(sizes) == 3
-    assert sum(sizes) == state.metrics.cached == _CACHE_LIMIT
+    finishes = state.shell.finishes
+    assert finishes is not None and len(finishes) == _CACHE_LIMIT
+    assert {key[0] for key in finishes} == {"GET", "POST"}  # the first two used up the one budget
 
 
 def test_request_series_past_the_cache_cap_are_still_measured_apart(provider: TracerProvider) -> None:

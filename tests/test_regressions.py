@@ -65,7 +65,6 @@ def test_finished_requests_with_client_chosen_methods_leave_no_active_series(
     assert client_chosen == []
 
 
-@pytest.mark.xfail(strict=True, reason="record_exception calls str(exc): the server gets ValueError instead")
 def test_exception_whose_str_raises_reaches_the_server_and_the_request_finishes(
     provider: TracerProvider,
     exporter: InMemorySpanExporter,

@@ -1,0 +1,145 @@
+"""The end of a request as a record: what its span and metrics get, from what the request showed.
+
+Pure and total, like `otel_wsgi.pure`: the head (from the request's start), the route the app reported,
+the last response record and the app's exception go in; a frozen `FinishRecord` comes out, which the
+shell applies as it is. `error.type` and the `traceresponse` header value are decided here too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from otel_wsgi import semconv as sc
+from otel_wsgi.naming import route_span_name
+from otel_wsgi.types import (
+    OTHER,
+    Attributes,
+    AttributeValue,
+    FinishRecord,
+    MetricRecord,
+    RequestHead,
+    ResponseHeaders,
+    ResponseRecord,
+    SpanNamer,
+)
+from otel_wsgi.values import header_pairs
+
+if TYPE_CHECKING:
+    from otel_wsgi.config import Config
+
+_NONE: Final[Attributes] = {}
+
+__all__ = [
+    "error_description",
+    "error_type",
+    "finish_record",
+    "metric_record",
+    "response_size",
+    "status_error_type",
+    "traceresponse",
+]
+
+
+def finish_record(
+    head: RequestHead,
+    route: str | None,
+    response: ResponseRecord | None,
+    error: BaseException | None,
+    config: Config,
+    name: SpanNamer = route_span_name,
+) -> FinishRecord:
+    """Return what the end of a request records: final name, attributes to add, status, metric sets.
+
+    `response` is the last `start_response` record (None if the app never called it), `error` the app's
+    exception (None if it raised none); `name` is the span-naming policy.
+    """
+    kind = error_type(error, response)
+    attributes: Attributes = _NONE if response is None else response.attributes
+    if route is not None or error is not None:
+        extended = dict(attributes)
+        if route is not None:
+            extended[sc.HTTP_ROUTE] = route
+        if kind is not None and error is not None:
+            extended[sc.ERROR_TYPE] = kind  # the exception's type wins over a 5xx code
+        attributes = extended
+    code = None if response is None else response.status_code
+    return FinishRecord(
+        None if route is None else name(head, route),
+        attributes,
+        error is not None or (response is not None and response.error),
+        None if error is None else error_description(error),
+        metric_record(head, code, route, kind, config),
+    )
+
+
+def error_type(error: BaseException | None, response: ResponseRecord | None) -> str | None:
+    """Return `error.type`: the exception's qualified type name, else the response's (a 5xx code or
+    `_OTHER` for a malformed status line), else None."""
+    if error is not None:
+        return type(error).__qualname__
+    if response is None or not response.error:
+        return None
+    return status_error_type(response.status_code)
+
+
+def status_error_type(code: int | None) -> str | None:
+    """Return the `error.type` of a status: the code of a 5xx, `_OTHER` if malformed (None), else None."""
+    if code is None:
+        return OTHER
+    return str(code) if code >= 500 else None
+
+
+def error_description(error: BaseException) -> str:
+    """Return the span status description of an exception, `Type: message` (`Type` if `str` raises)."""
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:
+        return type(error).__name__
+
+
+def metric_record(
+    head: RequestHead, code: int | None, route: str | None, kind: str | None, config: Config
+) -> MetricRecord:
+    """Return the duration attribute sets of a request in the configured conventions (the other empty)."""
+    stable: dict[str, AttributeValue] = {}
+    old: dict[str, AttributeValue] = {}
+    if config.semconv != "old":
+        pairs = (
+            (sc.HTTP_REQUEST_METHOD, head.method),
+            (sc.URL_SCHEME, head.scheme),
+            (sc.NETWORK_PROTOCOL_VERSION, head.version),
+            (sc.HTTP_RESPONSE_STATUS_CODE, code),
+            (sc.HTTP_ROUTE, route),
+            (sc.ERROR_TYPE, kind),
+        )
+        stable = {key: value for key, value in pairs if value is not None}
+    if config.semconv != "stable":
+        server_name, server_port = (None, None) if head.server is None else head.server
+        old_pairs = (
+            (sc.OLD_HTTP_METHOD, head.method),
+            (sc.OLD_HTTP_SCHEME, head.scheme),
+            (sc.OLD_HTTP_FLAVOR, head.version),
+            (sc.OLD_HTTP_STATUS_CODE, code),
+            (sc.OLD_HTTP_SERVER_NAME, server_name or None),
+            (sc.OLD_NET_HOST_PORT, server_port),
+        )
+        old = {key: value for key, value in old_pairs if value is not None}
+    return MetricRecord(stable, old)
+
+
+def response_size(response: ResponseRecord | None, sent: int, file_response: bool) -> int:
+    """Return the response body size: the bytes the body carried, or the Content-Length of a file the
+    server sends itself (sendfile: its bytes never pass through us)."""
+    if file_response and response is not None and response.content_length is not None:
+        return response.content_length
+    return sent
+
+
+def traceresponse(headers: ResponseHeaders, trace_id: int, span_id: int, trace_flags: int) -> str | None:
+    """Return the W3C `traceresponse` value to add (`00-{trace}-{span}-{flags}`), or None when the app
+    set one already or the ids are all zero (an invalid span: W3C Trace Context forbids them)."""
+    if trace_id == 0 or span_id == 0:
+        return None
+    if any(name.lower() == "traceresponse" for name, _ in header_pairs(headers)):
+        return None
+    return f"00-{trace_id:032x}-{span_id:016x}-{trace_flags:02x}"

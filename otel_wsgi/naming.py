@@ -1,0 +1,37 @@
+"""Span names: where every span's name is decided, at its start and again when a route is reported.
+
+A policy is a pure function of the request head and the route (`Naming`). The default keeps names low
+in cardinality (`GET`, `GET /users/{id}`); the path policy names a span after the raw PATH_INFO, as the
+reference instrumentation does, for drop-in compatibility only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from otel_wsgi.types import OTHER, Naming, RequestHead
+
+
+def span_name(method: str, route: str | None = None) -> str:
+    """Return `{METHOD}` or `{METHOD} {route}`, with `HTTP` for `_OTHER`; never the raw path."""
+    name = "HTTP" if method == OTHER else method
+    return f"{name} {route}" if route else name
+
+
+def route_span_name(head: RequestHead, route: str | None) -> str:
+    """The default policy: `{METHOD}` until a route is reported, then `{METHOD} {route}`."""
+    return span_name(head.method, route)
+
+
+def path_span_name(head: RequestHead, route: str | None) -> str:
+    """The reference's policy: `{METHOD} {PATH_INFO}` (the raw path, stripped), `{METHOD}` without a
+    path, `HTTP` for `_OTHER`; a reported route still wins, as `{METHOD} {route}`."""
+    if route or head.method == OTHER:
+        return span_name(head.method, route)
+    return f"{head.method} {head.path}" if head.path else head.method
+
+
+#: Low-cardinality names from the method and the route (what `wrap()` uses).
+ROUTE_NAMING: Final = Naming(route_span_name)
+#: Names from the raw PATH_INFO, as the reference instrumentation builds them.
+PATH_NAMING: Final = Naming(path_span_name, reads_path=True)
