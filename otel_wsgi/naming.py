@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from otel_wsgi.types import OTHER, Naming, RequestHead
+from otel_wsgi.types import KNOWN_METHODS, OTHER, Naming, RequestHead
+from otel_wsgi.values import normalize_method
 
 
 def span_name(method: str, route: str | None = None) -> str:
@@ -29,6 +30,17 @@ def path_span_name(head: RequestHead, route: str | None) -> str:
     if route or head.method == OTHER:
         return span_name(head.method, route)
     return f"{head.method} {head.path}" if head.path else head.method
+
+
+def reference_method(
+    raw: str, known_methods: frozenset[str] = KNOWN_METHODS, *, capture_all: bool = False
+) -> str:
+    """Return the method as the reference instrumentation names spans after it: stripped and
+    upper-cased first (`" get "` is `GET`), then kept if known or all are captured, else `_OTHER`.
+
+    Only `otel_wsgi.compat.get_default_span_name` uses it: our spans keep methods case-sensitive.
+    """
+    return normalize_method(raw.strip().upper(), known_methods, capture_all=capture_all)
 
 
 #: Low-cardinality names from the method and the route (what `wrap()` uses).

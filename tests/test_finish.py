@@ -31,7 +31,7 @@ from otel_wsgi.finish import (
     status_error_type,
     traceresponse,
 )
-from otel_wsgi.naming import PATH_NAMING, ROUTE_NAMING, path_span_name, route_span_name
+from otel_wsgi.naming import PATH_NAMING, ROUTE_NAMING, path_span_name, reference_method, route_span_name
 from otel_wsgi.pure import request_head, response_record
 from otel_wsgi.types import OTHER, AttributeValue, RequestHead, ResponseRecord, Scope
 
@@ -91,6 +91,25 @@ PATH_NAME_CASES = [
 def test_path_policy_names_spans_by_the_raw_path(head: RequestHead, route: str | None, expected: str) -> None:
     assert path_span_name(head, route) == expected
     assert PATH_NAMING.name(head, route) == expected and PATH_NAMING.reads_path
+
+
+# (raw REQUEST_METHOD, capture all methods, the reference's method): stripped, upper-cased, then known or
+# captured, else `_OTHER` (the reference's sanitising; our own spans keep methods case-sensitive).
+REFERENCE_METHOD_CASES = [
+    pytest.param("GET", False, "GET", id="known"),
+    pytest.param("get", False, "GET", id="upper-cased"),
+    pytest.param(" post\t", False, "POST", id="stripped"),
+    pytest.param("PURGE", False, OTHER, id="unknown"),
+    pytest.param("purge", True, "PURGE", id="captured-upper-cased"),
+    pytest.param("", False, OTHER, id="empty"),
+    pytest.param("", True, OTHER, id="empty-captured"),
+    pytest.param("GE T", True, OTHER, id="not-a-token"),
+]
+
+
+@pytest.mark.parametrize(("raw", "capture_all", "expected"), REFERENCE_METHOD_CASES)
+def test_reference_method_upper_cases_and_strips(raw: str, capture_all: bool, expected: str) -> None:
+    assert reference_method(raw, capture_all=capture_all) == expected
 
 
 HEAD_PATH_CASES = [

@@ -15,7 +15,7 @@ ALLOWED = {
     "types.py": set(),
     "semconv.py": set(),
     "values.py": {"otel_wsgi.types"},
-    "naming.py": {"otel_wsgi.types"},
+    "naming.py": {"otel_wsgi.types", "otel_wsgi.values"},
     "finish.py": {
         "otel_wsgi",
         "otel_wsgi.types",
