@@ -76,6 +76,8 @@ __all__ = [
 
 #: The record of a request that must not be traced (it matched `excluded_urls`).
 EXCLUDED: Final = RequestRecord("", {}, OTHER, traced=False)
+# Semconv (url.full): credentials in a URL are replaced, not dropped, so readers see there were some.
+_REDACTED_USERINFO: Final = "REDACTED:REDACTED@"
 
 
 # --- the composites ---
@@ -290,6 +292,10 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     """Rename the stable attributes as the reference's default mode does (`http.method`, `http.target`)."""
     limit = config.max_attribute_length
     old = {new: stable[name] for name, new in _OLD_NAMES if name in stable}
+    # The pre-1.21 `net.host.port` is the port the server listens on (as in the old metric), not Host's.
+    local_port = parse_port(environ.get("SERVER_PORT"))
+    if local_port is not None:
+        old[sc.OLD_NET_HOST_PORT] = local_port
     host = netloc(stable.get(sc.SERVER_ADDRESS), stable.get(sc.SERVER_PORT), stable[sc.URL_SCHEME])
     if host is not None:
         old[sc.OLD_HTTP_HOST] = host[:limit]
@@ -301,11 +307,23 @@ def _old_attributes(stable: Attributes, environ: Environ, config: Config) -> dic
     else:
         query = stable.get(sc.URL_QUERY)
         suffix = f"?{query}" if query else ""
-        old[sc.OLD_HTTP_URL] = f"{stable[sc.URL_SCHEME]}://{host or ''}{stable[sc.URL_PATH]}{suffix}"[:limit]
+        userinfo = _REDACTED_USERINFO if "@" in _host_header(environ, config) else ""
+        old[sc.OLD_HTTP_URL] = (
+            f"{stable[sc.URL_SCHEME]}://{userinfo}{host or ''}{stable[sc.URL_PATH]}{suffix}"[:limit]
+        )
     server_name = _text(environ, "SERVER_NAME")
     if server_name:
         old[sc.OLD_HTTP_SERVER_NAME] = server_name[:limit]
     return old
+
+
+def _host_header(environ: Environ, config: Config) -> str:
+    """Return the Host value the server address came from: the proxy's when trusted and valid, else Host."""
+    if config.forwarded_headers:
+        proxied = _proxied(environ, "host", "HTTP_X_FORWARDED_HOST")
+        if split_host(proxied)[0] is not None:
+            return proxied
+    return _text(environ, "HTTP_HOST")
 
 
 def _forwarded_client(environ: Environ) -> tuple[str | None, int | None]:

@@ -419,7 +419,7 @@ OLD_FULL: dict[str, AttributeValue] = {
     "http.scheme": "http",
     "http.host": "example.com:8080",
     "net.host.name": "example.com",
-    "net.host.port": 8080,
+    "net.host.port": 8000,  # SERVER_PORT: the port the server listens on, whatever Host says
     "http.url": "http://example.com:8080/app/users/42?a=1&sig=REDACTED",
     "http.flavor": "1.1",
     "http.user_agent": "curl/8.5",
@@ -691,6 +691,14 @@ OLD_CASES = [
     pytest.param({"HTTP_HOST": "example.com:80"}, "http.host", "example.com", id="default-port-omitted"),
     pytest.param({"HTTP_HOST": "[::1]:8080"}, "http.host", "[::1]:8080", id="ipv6-host-bracketed"),
     pytest.param({"HTTP_HOST": "a:b@x.example"}, "http.host", "x.example:8000", id="userinfo-not-in-host"),
+    pytest.param(
+        {"HTTP_HOST": "a:b@x.example"},
+        "http.url",
+        "http://REDACTED:REDACTED@x.example:8000/app/users/42?a=1&sig=REDACTED",
+        id="userinfo-redacted-in-url",
+    ),
+    pytest.param({"HTTP_HOST": "x.example:81"}, "net.host.port", 8000, id="host-port-is-not-the-local-port"),
+    pytest.param({"SERVER_PORT": "x"}, "net.host.port", 8080, id="bad-server-port-falls-back-to-host"),
     pytest.param({"REQUEST_METHOD": "get"}, "http.method", "_OTHER", id="other-method"),
     pytest.param({"HTTP_USER_AGENT": "Googlebot"}, "http.user_agent", "Googlebot", id="user-agent"),
     pytest.param({"SERVER_PROTOCOL": "HTTP/1.0"}, "http.flavor", "1.0", id="flavor"),
