@@ -255,6 +255,16 @@ def test_span_names_are_the_reference_ones(
     assert one_span(exporter).name == name
 
 
+def test_default_span_name_upper_cases_and_strips_the_method(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    environ = make_environ(REQUEST_METHOD=" get ", PATH_INFO="/x")
+    assert get_default_span_name(environ) == "GET /x"  # the helper: as the reference
+    run(middleware(OK_APP, provider), environ)
+    span = one_span(exporter)  # the middleware: the method is case-sensitive, as on the span (semconv)
+    assert (span.name, attributes(span)["http.method"]) == ("HTTP", "_OTHER")
+
+
 def test_span_name_without_path_info() -> None:
     environ = make_environ()
     del environ["PATH_INFO"]

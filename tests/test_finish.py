@@ -133,6 +133,26 @@ def test_head_path_is_bounded() -> None:
     assert head.path == "/xxxxxxxxx"
 
 
+@given(
+    path=st.none() | st.text() | st.binary() | st.integers(),
+    method=st.sampled_from(["GET", "get", "PROPFIND", "", "X" * 100]),
+    route=st.none() | st.text(max_size=20),
+    capture_all=st.booleans(),
+)
+def test_path_names_are_total_and_bounded(
+    path: object, method: str, route: str | None, capture_all: bool
+) -> None:
+    config = Config(max_attribute_length=32, capture_all_methods=capture_all)
+    environ: dict[str, object] = {"REQUEST_METHOD": method} | ({} if path is None else {"PATH_INFO": path})
+    head = request_head(environ, config, path=True)
+    name = path_span_name(head, route)
+    shown = "HTTP" if head.method == OTHER else head.method
+    assert name.startswith(shown)
+    assert len(name) <= len(shown) + 1 + max(32, len(route or ""))
+    if route:
+        assert name == route_span_name(head, route)  # a reported route wins over the path
+
+
 SERVER_CASES = [
     pytest.param({"SERVER_NAME": "srv", "SERVER_PORT": "8000"}, ("srv", 8000), id="both"),
     pytest.param({"SERVER_NAME": "srv", "SERVER_PORT": "junk"}, ("srv", None), id="bad-port"),
