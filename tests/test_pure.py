@@ -715,6 +715,33 @@ def test_old_mode_names(extra: dict[str, object], key: str, expected: AttributeV
     assert attributes_of(FULL | extra, DUP).get(key) == expected
 
 
+# (extra environ, the old-mode http.url) with forwarded headers trusted: the userinfo shown is the one of
+# the Host value the address came from.
+FORWARDED_URL_CASES = [
+    pytest.param(
+        {"HTTP_X_FORWARDED_HOST": "u:p@proxy.example"},
+        "http://REDACTED:REDACTED@proxy.example/app/users/42?a=1&sig=REDACTED",
+        id="proxy-userinfo",
+    ),
+    pytest.param(
+        {"HTTP_X_FORWARDED_HOST": "proxy.example", "HTTP_HOST": "u:p@example.com"},
+        "http://proxy.example/app/users/42?a=1&sig=REDACTED",
+        id="host-userinfo-unused",
+    ),
+    pytest.param(
+        {"HTTP_X_FORWARDED_HOST": "[bad", "HTTP_HOST": "u:p@example.com"},
+        "http://REDACTED:REDACTED@example.com:8000/app/users/42?a=1&sig=REDACTED",
+        id="invalid-proxy-host",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), FORWARDED_URL_CASES)
+def test_old_mode_url_userinfo_behind_a_proxy(extra: dict[str, object], expected: str) -> None:
+    config = Config(semconv="old", forwarded_headers=True)
+    assert attributes_of(FULL | extra, config)["http.url"] == expected
+
+
 @pytest.mark.parametrize("config", [STABLE, OLD, DUP], ids=["stable", "old", "dup"])
 def test_span_name_never_the_path_in_any_mode(config: Config) -> None:
     record = request_record(BASE | {"REQUEST_METHOD": "POST", "PATH_INFO": "/orders/123"}, config)
