@@ -583,12 +583,14 @@ def test_header_helpers_read_the_variables_per_call(monkeypatch: pytest.MonkeyPa
 
 def test_invalid_capture_pattern(monkeypatch: pytest.MonkeyPatch, provider: TracerProvider) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "x-(")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "x-a")
     with pytest.raises(
         ValueError, match="capture_request_headers.*OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS"
     ):
         middleware(OK_APP, provider)
     # Per request, the helpers stay silent instead of failing the framework's request.
     assert collect_custom_request_headers_attributes(make_environ(HTTP_X_A="1")) == {}
+    assert collect_custom_response_headers_attributes([("X-A", "1")]) == {}  # valid alone, not captured
 
 
 def test_no_headers_captured_in_a_nested_span(
