@@ -405,12 +405,15 @@ def duration_count(reader: InMemoryMetricReader) -> int:
 # --- real servers on 127.0.0.1 ---
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
+def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float = DEADLINE, detail: Callable[[], str] = str
+) -> None:
+    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`,
+    with `detail()` (a server's log, say) in the failure message."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{detail()}".rstrip())
         time.sleep(0.01)
 
 

@@ -8,7 +8,6 @@ Run: `OTEL_WSGI_TEST_EVENTS=/tmp/events.jsonl OTEL_WSGI_TEST_FILE=/tmp/blob pyth
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from typing import Final
@@ -16,24 +15,9 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from span_lines import FILE_ENV, JsonLinesExporter, append_event, log_warnings_to_events
-from typing_extensions import override
+from span_lines import FILE_ENV, JsonLinesExporter, LoggedFile, append_event, log_warnings_to_events
 
 from otel_wsgi import Config, set_route, wrap
-
-
-class _LoggedFile(io.FileIO):
-    """A served file that records its (first) close, so a test sees the server closed it."""
-
-    def __init__(self, path: str, query: str) -> None:
-        super().__init__(path, "rb")
-        self.query = query
-
-    @override
-    def close(self) -> None:
-        if not self.closed:
-            append_event({"kind": "file_closed", "query": self.query})
-        super().close()
 
 
 def _chunks(count: int) -> Iterator[bytes]:
@@ -54,7 +38,7 @@ def inner(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _chunks(5)
     if path == "/file":
-        blob = _LoggedFile(os.environ[FILE_ENV], environ.get("QUERY_STRING", ""))
+        blob = LoggedFile(os.environ[FILE_ENV], environ.get("QUERY_STRING", ""))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         file_wrapper = environ["wsgi.file_wrapper"]
         result: Iterable[bytes] = file_wrapper(blob, 65536)

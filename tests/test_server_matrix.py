@@ -18,20 +18,9 @@ from typing import Final
 
 import pytest
 import span_lines
-from matrix_servers import (
-    BLOB_SIZE,
-    DEADLINE,
-    KINDS,
-    Record,
-    Running,
-    ServerKind,
-    get,
-    new_query,
-    start,
-    status_or_none,
-    stop,
-    wait_until,
-)
+from apps import DEADLINE, http_get, wait_until
+from matrix_servers import BLOB_SIZE, KINDS, Running, ServerKind, new_query, serving, status_or_none
+from span_lines import Record
 
 STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(span_lines.STREAM_CHUNKS))
 BASE_METRIC: Final = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1"}
@@ -40,11 +29,8 @@ BASE_METRIC: Final = {"http.request.method": "GET", "url.scheme": "http", "netwo
 @pytest.fixture(scope="module", params=KINDS, ids=[kind.name for kind in KINDS])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     kind: ServerKind = request.param
-    process, running = start(kind, tmp_path_factory.mktemp(kind.name))
-    try:
+    with serving(kind, tmp_path_factory.mktemp(kind.name)) as running:
         yield running
-    finally:
-        stop(process)
 
 
 def _duration_points(snapshot: Record, attributes: dict[str, object]) -> list[Record]:
@@ -103,7 +89,7 @@ def test_route(server: Running, case: Case) -> None:
     if case.path == "/boom":
         status, body = status_or_none(server.port, f"{case.path}?{query}"), b""
     else:
-        status, body = get(server.port, f"{case.path}?{query}")
+        status, body = http_get(server.port, f"{case.path}?{query}")
     span = server.span(query)
     wait_until(lambda: len(server.of("closed", query)) >= case.closes, "the app's close()")
     after = server.metrics()
@@ -138,7 +124,7 @@ def test_traceparent_is_the_parent(server: Running) -> None:
     query = new_query("traceparent")
     trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
 
-    status, body = get(server.port, f"/hello?{query}", {"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    status, body = http_get(server.port, f"/hello?{query}", {"traceparent": f"00-{trace_id}-{parent_id}-01"})
     span = server.span(query)
 
     assert status == 200
@@ -150,7 +136,7 @@ def test_traceparent_is_the_parent(server: Running) -> None:
 def test_file_download_keeps_the_servers_fast_path(server: Running) -> None:
     """The server is handed its own file object back, and sends the file the way it does without us."""
     query = new_query("sendfile")
-    status, body = get(server.port, f"/file?{query}")
+    status, body = http_get(server.port, f"/file?{query}")
     span = server.span(query)
     (result,) = server.of("result", query)
     sent = [record for record in server.of("sendfile", query) if record["file"] == str(server.blob)]
@@ -192,7 +178,7 @@ def test_client_disconnect_mid_stream(server: Running) -> None:
     wait_until(lambda: server.of("closed", query) != [], "the app's close()")
     # The worker then serves the next request normally.
     after_query = new_query("after-disconnect")
-    status, _ = get(server.port, f"/hello?{after_query}")
+    status, _ = http_get(server.port, f"/hello?{after_query}")
     after = server.span(after_query)
 
     assert received.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))  # wsgiref answers in HTTP/1.0

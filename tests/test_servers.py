@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import FileWrapper
 
@@ -31,14 +29,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from processes import TESTS_DIR, process_env, running
+from span_lines import Record, query_of, read_records, records_of
 from typing_extensions import override
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
 
 from otel_wsgi import Config, set_route, wrap
 
-TESTS_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = TESTS_DIR.parent
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
 BLOB_SIZE: Final = 1 << 20
 
@@ -418,42 +416,12 @@ def _strace() -> str | None:
     return path if done.returncode == 0 else None
 
 
-def _listening_port(log: Path, process: subprocess.Popen[bytes]) -> int:
-    """Wait for gunicorn's `Listening at: http://127.0.0.1:PORT` line (it was told to bind port 0)."""
-    found: list[int] = []
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
-        if match is not None:
-            found.append(int(match[1]))
-        return bool(found)
-
-    wait_until(listening, "gunicorn to listen")
-    return found[0]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group this test started (strace, the gunicorn master, its worker)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(DEADLINE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     if importlib.util.find_spec("gunicorn") is None:
         pytest.skip("gunicorn is not installed")
     directory = tmp_path_factory.mktemp("gunicorn")
-    blob, events, log = directory / "blob", directory / "events.jsonl", directory / "gunicorn.log"
+    blob, events = directory / "blob", directory / "events.jsonl"
     blob.write_bytes(os.urandom(BLOB_SIZE))
     events.touch()
     command = [
@@ -465,38 +433,19 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     strace_out = directory / "strace.txt" if strace is not None else None
     if strace is not None:
         command = [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command]
-    env = {**os.environ, "OTEL_WSGI_TEST_EVENTS": str(events), "OTEL_WSGI_TEST_FILE": str(blob)}
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=REPO_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        port = _listening_port(log, process)
+    env = process_env(OTEL_WSGI_TEST_EVENTS=str(events), OTEL_WSGI_TEST_FILE=str(blob))
+    with running(command, directory / "gunicorn.log", env=env) as started:
+        port = started.port()
         # Ready once a request is answered (the worker has imported the app).
-        assert http_get(port, "/hello?ready")[0] == 200, log.read_text()
+        assert http_get(port, "/hello?ready")[0] == 200, started.output()
         yield Gunicorn(port, events, blob, strace_out)
-    finally:
-        _stop(process)
 
 
-def _records(events: Path) -> list[dict[str, Any]]:
-    """Every complete line of the events file (a line being appended right now is left for later)."""
-    return [json.loads(line) for line in events.read_text().split("\n")[:-1]]
-
-
-def _query(record: dict[str, Any]) -> object:
-    return record["attributes"].get("url.query") if record["kind"] == "span" else record["query"]
-
-
-def _events(events: Path, kind: str, query: str) -> list[dict[str, Any]]:
-    return [record for record in _records(events) if record["kind"] == kind and _query(record) == query]
-
-
-def _gunicorn_span(server: Gunicorn, query: str) -> dict[str, Any]:
+def _gunicorn_span(server: Gunicorn, query: str) -> Record:
     """Wait for the span of the request with this query; fail unless there is exactly one."""
-    wait_until(lambda: _events(server.events, "span", query) != [], f"the span of ?{query}")
-    (span,) = _events(server.events, "span", query)
-    assert [record for record in _records(server.events) if record["kind"] == "log"] == []
+    wait_until(lambda: records_of(server.events, "span", query) != [], f"the span of ?{query}")
+    (span,) = records_of(server.events, "span", query)
+    assert [record for record in read_records(server.events) if record["kind"] == "log"] == []
     return span
 
 
@@ -545,11 +494,11 @@ def test_gunicorn_file_wrapper_keeps_sendfile(gunicorn: Gunicorn) -> None:
     assert span["status"] == "UNSET"
     assert span["attributes"]["http.response.status_code"] == 200
     # The middleware handed gunicorn its own FileWrapper (so `isinstance` picks the sendfile path) ...
-    (result,) = _events(gunicorn.events, "result", query)
+    (result,) = records_of(gunicorn.events, "result", query)
     assert (result["type"], result["is_file_wrapper"]) == ("gunicorn.http.wsgi.FileWrapper", True)
     # ... gunicorn closed it (closing the file) once, and the span ended after that close.
-    order = [record["kind"] for record in _records(gunicorn.events) if _query(record) == query]
-    assert order == ["result", "file_closed", "span"]
+    order = [record["kind"] for record in read_records(gunicorn.events) if query_of(record) == query]
+    assert order == ["result", "closed", "span"]
 
 
 def _sendfile_bytes(strace_out: Path) -> int:
