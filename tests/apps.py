@@ -47,6 +47,9 @@ BODY = (b"hello", b" ", b"world")
 HEADERS: Headers = [("Content-Type", "text/plain")]
 #: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
 DEADLINE: Final = 15.0
+#: The two server metrics.
+DURATION: Final = "http.server.request.duration"
+ACTIVE: Final = "http.server.active_requests"
 
 
 @runtime_checkable
@@ -91,6 +94,11 @@ class Server:
         self.written.append(data)
 
     @property
+    def statuses(self) -> list[str]:
+        """The status of each `start_response` call, in order."""
+        return [status for status, _, _ in self.calls]
+
+    @property
     def status(self) -> str | None:
         """The status of the last `start_response` call, if any."""
         return self.calls[-1][0] if self.calls else None
@@ -108,6 +116,11 @@ class Response:
     status: str
     headers: Headers
     body: bytes
+
+    @property
+    def code(self) -> int:
+        """The status code (`200` of `"200 OK"`)."""
+        return int(self.status[:3])
 
 
 def run(
@@ -396,10 +409,15 @@ def sum_points(metric: Metric) -> list[NumberDataPoint]:
     return list(metric.data.data_points)
 
 
+def duration_points(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
+    """The points (one per attribute set) of `http.server.request.duration`; none before a request."""
+    metric = collect(reader).get(DURATION)
+    return [] if metric is None else histogram_points(metric)
+
+
 def duration_count(reader: InMemoryMetricReader) -> int:
     """How many requests `http.server.request.duration` has recorded."""
-    metric = collect(reader).get("http.server.request.duration")
-    return 0 if metric is None else sum(point.count for point in histogram_points(metric))
+    return sum(point.count for point in duration_points(reader))
 
 
 # --- real servers on 127.0.0.1 ---
