@@ -22,6 +22,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
 from opentelemetry.sdk.metrics.export import (
     Histogram,
     HistogramDataPoint,
@@ -67,6 +68,10 @@ def make_environ(extra: Mapping[str, object] | None = None, /, **overrides: obje
     environ.update(extra or {})
     environ.update(overrides)
     return environ
+
+
+class WeakEnviron(dict[str, object]):
+    """An environ that can be weakly referenced, to prove nothing keeps it after the request."""
 
 
 def close_body(body: Iterable[bytes]) -> None:
@@ -382,6 +387,21 @@ class RecordingSampler(Sampler):
         return f"RecordingSampler({self.decide.get_description()})"
 
 
+class ExtractOnlyPropagator(TextMapPropagator):
+    """A propagator that injects nothing and names no fields; subclasses say what `extract` does."""
+
+    @override
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        return None
+
+    @property
+    @override
+    def fields(self) -> set[str]:
+        return set()
+
+
 # --- metric readers ---
 
 
@@ -418,6 +438,23 @@ def duration_points(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
 def duration_count(reader: InMemoryMetricReader) -> int:
     """How many requests `http.server.request.duration` has recorded."""
     return sum(point.count for point in duration_points(reader))
+
+
+def active_series(reader: InMemoryMetricReader) -> list[tuple[dict[str, object], float]]:
+    """Collect now; return each `http.server.active_requests` point as (attributes, value)."""
+    metric = collect(reader).get(ACTIVE)
+    points = [] if metric is None else sum_points(metric)
+    return [(dict(point.attributes or {}), point.value) for point in points]
+
+
+def metric_counts(reader: InMemoryMetricReader) -> tuple[float, int]:
+    """Collect once; return (requests still active, requests whose duration was recorded)."""
+    metrics = collect(reader)
+    active, duration = metrics.get(ACTIVE), metrics.get(DURATION)
+    return (
+        sum(point.value for point in sum_points(active)) if active is not None else 0.0,
+        sum(point.count for point in histogram_points(duration)) if duration is not None else 0,
+    )
 
 
 # --- real servers on 127.0.0.1 ---

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import pytest
-from apps import Server, list_app, make_environ, raising_app, run
+from apps import Server, active_series, list_app, make_environ, metric_counts, raising_app, run
 from faults import (
     HistogramFaultMeterProvider,
     HostileError,
     RaisingProcessor,
     TelemetryError,
-    active_series,
-    metric_counts,
 )
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
