@@ -99,7 +99,7 @@ CASES: Final = [
 
 
 @pytest.mark.parametrize(("framework", "path_info", "status", "body", "error_type"), CASES)
-def test_route_status_error_and_metric(
+def test_each_framework_reports_its_route_status_and_error_on_the_span_and_the_metric(
     providers: Providers,
     exporter: InMemorySpanExporter,
     reader: InMemoryMetricReader,
@@ -175,7 +175,7 @@ HTTP_ROUTE_CASES: Final = [
 
 
 @pytest.mark.parametrize(("route", "expected"), HTTP_ROUTE_CASES)
-def test_django_http_route(route: str, expected: str) -> None:
+def test_django_route_patterns_become_paths_without_regex_anchors(route: str, expected: str) -> None:
     assert http_route(route) == expected
 
 
@@ -183,7 +183,7 @@ def test_django_http_route(route: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_mounted_under_a_script_name(
+def test_mounted_app_reports_the_frameworks_route_and_the_full_url_path(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
     environ = make_environ(PATH_INFO="/hello/world", SCRIPT_NAME="/api")
@@ -359,7 +359,7 @@ def served(request: pytest.FixtureRequest, providers: Providers) -> Iterator[int
 
 
 @pytest.mark.parametrize("served", ["flask", "django"], indirect=True)
-def test_over_a_real_server(
+def test_under_a_real_server_each_request_ends_one_span_with_its_route_and_port(
     served: int, exporter: InMemorySpanExporter, request: pytest.FixtureRequest
 ) -> None:
     framework = request.node.callspec.params["served"]

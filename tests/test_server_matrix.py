@@ -75,7 +75,7 @@ CASES: Final = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_route(server: Running, case: Case) -> None:
+def test_each_route_gets_its_status_body_span_and_one_duration_point(server: Running, case: Case) -> None:
     query = new_query(case.path.strip("/"))
     metric_attributes: dict[str, object] = {**BASE_METRIC}
     if case.status_code is not None:
@@ -120,7 +120,7 @@ def test_route(server: Running, case: Case) -> None:
     assert [p["value"] for p in after["points"] if p["name"] == "http.server.active_requests"] == [0]
 
 
-def test_traceparent_is_the_parent(server: Running) -> None:
+def test_traceparent_header_is_the_spans_parent_and_the_app_sees_its_span(server: Running) -> None:
     query = new_query("traceparent")
     trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
 
@@ -171,7 +171,7 @@ def _hang_up_mid_stream(port: int, target: str) -> bytes:
     return received
 
 
-def test_client_disconnect_mid_stream(server: Running) -> None:
+def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(server: Running) -> None:
     query = new_query("disconnect")
     received = _hang_up_mid_stream(server.port, f"/big?{query}")
     span = server.span(query)
