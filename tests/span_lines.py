@@ -1,8 +1,9 @@
-"""The events file the server test apps write in their worker process: one JSON object per line.
+"""The events file tests/matrix_app.py writes in its worker process (one JSON object per line), and
+what its routes serve.
 
-Written by tests/servers_app.py and tests/matrix_app.py: each ended span (`JsonLinesExporter`), probes
-the apps add, and any warning the SDK or the middleware logs (the SDK only logs a second `end()`). Read
-by the tests and the load checker (`read_records`, `records_of`).
+The worker writes each ended span (`JsonLinesExporter`), the probes the app adds and any warning the SDK
+or the middleware logs (the SDK only logs a second `end()`); the tests and the load checker read it back
+(`read_records`, `records_of`). This module never imports the app, so tests can import it.
 """
 
 from __future__ import annotations

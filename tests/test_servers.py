@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from wsgiref.util import FileWrapper
 
 import pytest
 from apps import DEADLINE, Served, http_get, once, serve_wsgiref, wait_until
+from matrix_servers import BLOB_SIZE, GUNICORN_FILE, Running, ServerKind, gunicorn_command, serving
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from processes import TESTS_DIR, process_env, running
-from span_lines import Record, query_of, read_records, records_of
+from span_lines import STREAM_CHUNKS, query_of
 from typing_extensions import override
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
@@ -38,7 +37,6 @@ from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-unty
 from otel_wsgi import Config, set_route, wrap
 
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
-BLOB_SIZE: Final = 1 << 20
 
 
 # --- in-process servers ---
@@ -393,16 +391,14 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
     assert span.attributes["http.response.status_code"] == 200
 
 
-# --- gunicorn in a subprocess (tests/servers_app.py) ---
+# --- gunicorn in a subprocess (tests/matrix_app.py), under strace where it may trace ---
 
 
 @dataclass(frozen=True)
 class Gunicorn:
-    """A running gunicorn serving tests/servers_app.py, and where it writes what it saw."""
+    """A running gunicorn gthread worker serving tests/matrix_app.py, and strace's log if it runs."""
 
-    port: int
-    events: Path
-    blob: Path
+    server: Running
     strace: Path | None
 
 
@@ -416,44 +412,32 @@ def _strace() -> str | None:
     return path if done.returncode == 0 else None
 
 
+def _traced_by(
+    strace: str | None, strace_out: Path, command: Callable[[], list[str]]
+) -> Callable[[], list[str]]:
+    """`command`, run under strace (its sendfile calls logged to `strace_out`) when strace may run."""
+    if strace is None:
+        return command
+    return lambda: [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command()]
+
+
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     if importlib.util.find_spec("gunicorn") is None:
         pytest.skip("gunicorn is not installed")
     directory = tmp_path_factory.mktemp("gunicorn")
-    blob, events = directory / "blob", directory / "events.jsonl"
-    blob.write_bytes(os.urandom(BLOB_SIZE))
-    events.touch()
-    command = [
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-        "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "5",
-        "--pythonpath", str(TESTS_DIR), "servers_app:app",
-    ]  # fmt: skip
-    strace = _strace()
-    strace_out = directory / "strace.txt" if strace is not None else None
-    if strace is not None:
-        command = [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command]
-    env = process_env(OTEL_WSGI_TEST_EVENTS=str(events), OTEL_WSGI_TEST_FILE=str(blob))
-    with running(command, directory / "gunicorn.log", env=env) as started:
-        port = started.port()
-        # Ready once a request is answered (the worker has imported the app).
-        assert http_get(port, "/hello?ready")[0] == 200, started.output()
-        yield Gunicorn(port, events, blob, strace_out)
+    strace, strace_out = _strace(), directory / "strace.txt"
+    gthread = gunicorn_command("-k", "gthread", "--threads", "4")
+    kind = ServerKind("gunicorn-gthread", GUNICORN_FILE, "os", _traced_by(strace, strace_out, gthread))
+    with serving(kind, directory) as server:
+        yield Gunicorn(server, strace_out if strace is not None else None)
 
 
-def _gunicorn_span(server: Gunicorn, query: str) -> Record:
-    """Wait for the span of the request with this query; fail unless there is exactly one."""
-    wait_until(lambda: records_of(server.events, "span", query) != [], f"the span of ?{query}")
-    (span,) = records_of(server.events, "span", query)
-    assert [record for record in read_records(server.events) if record["kind"] == "log"] == []
-    return span
-
-
-#: What servers_app.py's /stream generator yields.
-STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(5))
+#: What matrix_app.py's /stream yields.
+STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(STREAM_CHUNKS))
 
 GUNICORN_CASES: Final = [
-    pytest.param("/hello", 200, b"hello\n", "GET /hello", "UNSET", None, id="list"),
+    pytest.param("/hello", 200, None, "GET /hello", "UNSET", None, id="list"),
     pytest.param("/stream", 200, STREAMED, "GET", "UNSET", None, id="generator"),
     pytest.param("/nope", 404, b"not found\n", "GET", "UNSET", None, id="not-found"),
     pytest.param("/boom", 500, None, "GET", "ERROR", "RuntimeError", id="raises"),
@@ -470,35 +454,37 @@ def test_gunicorn_serves_each_response_kind_with_one_span(
     span_status: str,
     error_type: str | None,
 ) -> None:
+    server = gunicorn.server
     query = f"case={path.strip('/')}"
-    got_status, got_body = http_get(gunicorn.port, f"{path}?{query}")
-    span = _gunicorn_span(gunicorn, query)
+    got_status, got_body = http_get(server.port, f"{path}?{query}")
+    span = server.span(query)
 
     assert got_status == status
-    if body is not None:
-        assert got_body == body
+    if error_type is None:  # /hello answers with the ids of the span it saw as current
+        assert got_body == (body or f"hello {span['trace_id']}-{span['span_id']}\n".encode())
     assert (span["name"], span["span_kind"], span["status"]) == (name, "SERVER", span_status)
     assert span["attributes"]["url.path"] == path
-    assert span["attributes"]["server.port"] == gunicorn.port
+    assert span["attributes"]["server.port"] == server.port
     assert span["attributes"].get("error.type") == error_type
     # gunicorn writes its own 500 for an app that raised: the middleware never saw a status.
     assert span["attributes"].get("http.response.status_code") == (None if error_type else status)
 
 
 def test_gunicorn_file_wrapper_keeps_sendfile(gunicorn: Gunicorn) -> None:
-    query = "case=file"
-    status, body = http_get(gunicorn.port, f"/file?{query}")
-    span = _gunicorn_span(gunicorn, query)
+    server, query = gunicorn.server, "case=file"
+    status, body = http_get(server.port, f"/file?{query}")
+    span = server.span(query)
 
-    assert (status, body == gunicorn.blob.read_bytes()) == (200, True)
+    assert (status, body == server.blob.read_bytes()) == (200, True)
     assert span["status"] == "UNSET"
     assert span["attributes"]["http.response.status_code"] == 200
-    # The middleware handed gunicorn its own FileWrapper (so `isinstance` picks the sendfile path) ...
-    (result,) = records_of(gunicorn.events, "result", query)
-    assert (result["type"], result["is_file_wrapper"]) == ("gunicorn.http.wsgi.FileWrapper", True)
+    # The middleware handed gunicorn the very FileWrapper its `wsgi.file_wrapper` made (so `isinstance`
+    # picks the sendfile path) ...
+    (result,) = server.of("result", query)
+    assert (result["type"], result["server_object"], result["file_wrapper"]) == (GUNICORN_FILE, True, True)
     # ... gunicorn closed it (closing the file) once, and the span ended after that close.
-    order = [record["kind"] for record in read_records(gunicorn.events) if query_of(record) == query]
-    assert order == ["result", "closed", "span"]
+    order = [record["kind"] for record in server.records() if query_of(record) == query]
+    assert [kind for kind in order if kind != "sendfile"] == ["result", "closed", "span"]
 
 
 def _sendfile_bytes(strace_out: Path) -> int:
@@ -512,8 +498,8 @@ def test_gunicorn_sends_file_with_sendfile(gunicorn: Gunicorn) -> None:
         pytest.skip("strace is not available (or may not trace) here")
     strace_out = gunicorn.strace
     before = _sendfile_bytes(strace_out)
-    status, body = http_get(gunicorn.port, "/file?case=sendfile")
-    _gunicorn_span(gunicorn, "case=sendfile")
+    status, body = http_get(gunicorn.server.port, "/file?case=sendfile")
+    gunicorn.server.span("case=sendfile")
     wait_until(lambda: _sendfile_bytes(strace_out) >= before + BLOB_SIZE, "sendfile(2) in strace's log")
 
     assert (status, len(body)) == (200, BLOB_SIZE)
