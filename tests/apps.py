@@ -472,6 +472,16 @@ def wait_until(
         time.sleep(0.01)
 
 
+def in_threads(call: Callable[[str], None], arguments: Iterable[str]) -> None:
+    """Run `call(argument)` for every argument, each on its own thread, all at once; wait for them all
+    (each wait bounded)."""
+    threads = [threading.Thread(target=call, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+
+
 def once(action: Callable[[], None]) -> Callable[[], None]:
     """Return `action` made idempotent: a test may stop its server, and the fixture stops it again."""
     done: list[bool] = []

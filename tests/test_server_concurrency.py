@@ -14,7 +14,7 @@ from typing import Final
 
 import pytest
 import span_lines
-from apps import DEADLINE, http_get, wait_until
+from apps import DEADLINE, http_get, in_threads, wait_until
 from load_client import check, read_spans, run_clients
 from matrix_servers import (
     GEVENT,
@@ -58,11 +58,7 @@ def test_gevent_greenlets_keep_their_own_context(gevent_server: Running) -> None
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=call, args=(query,)) for query in parents]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE)
+    in_threads(call, parents)
     spans = {query: gevent_server.span(query) for query in parents}
     # A request without traceparent, after them all, in the same worker: a root span of a new trace.
     root_query = new_query("no-parent")

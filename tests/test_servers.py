@@ -23,10 +23,10 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import FileWrapper
 
 import pytest
-from apps import DEADLINE, Served, http_get, once, serve_wsgiref, wait_until
+from apps import DEADLINE, Served, Traced, http_get, in_threads, once, serve_wsgiref, wait_until
 from matrix_servers import BLOB_SIZE, GUNICORN_FILE, Running, ServerKind, gunicorn_command, serving
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from span_lines import STREAM_CHUNKS, query_of
@@ -34,7 +34,7 @@ from typing_extensions import override
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
 
-from otel_wsgi import Config, set_route, wrap
+from otel_wsgi import set_route
 
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
 
@@ -181,7 +181,7 @@ BODY_CASES: Final = [
 @pytest.mark.parametrize(("make_body", "closes_expected"), BODY_CASES)
 def test_every_body_shape_is_served_whole_and_ends_one_span(
     serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    traced: Traced,
     exporter: InMemorySpanExporter,
     make_body: BodyFactory,
     closes_expected: int,
@@ -192,7 +192,7 @@ def test_every_body_shape_is_served_whole_and_ends_one_span(
         set_route(environ, "/shape/{kind}")
         return make_body(start_response, closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = serve(traced(app))
     status, body = http_get(served.port, "/shape/one?x=1")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -228,7 +228,7 @@ class _LoggedFile(io.FileIO):
 def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_ends(
     server: RealServer,
     serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    traced: Traced,
     exporter: InMemorySpanExporter,
     tmp_path: Path,
 ) -> None:
@@ -244,10 +244,10 @@ def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_en
         )
         return result
 
-    traced = wrap(app, config=Config(), tracer_provider=provider)
+    wrapped = traced(app)
 
     def spy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        result = traced(environ, start_response)
+        result = wrapped(environ, start_response)
         returned.append((type(result), environ["wsgi.file_wrapper"]))
         return result
 
@@ -277,7 +277,7 @@ RAISE_CASES: Final = [
 @pytest.mark.parametrize(("where", "client_status", "closes_expected"), RAISE_CASES)
 def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
     serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    traced: Traced,
     exporter: InMemorySpanExporter,
     where: str,
     client_status: int,
@@ -295,7 +295,7 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _Closing(failing(CHUNKS[:1]), closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = serve(traced(app))
     raw = _raw_get(served.port, "/fail")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -313,7 +313,7 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
 
 def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
     serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
     """Concurrent requests, each with its own `traceparent`: each span's parent is its own header's,
@@ -326,7 +326,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return current_trace_id()
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = serve(traced(app))
     parents = {f"{index + 1:032x}": f"{index + 0xA1:016x}" for index in range(4)}
     bodies: dict[str, bytes] = {}
 
@@ -334,11 +334,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
         header = f"00-{trace_id}-{parents[trace_id]}-01"
         bodies[trace_id] = http_get(served.port, "/", {"traceparent": header})[1]
 
-    threads = [threading.Thread(target=call, args=(trace_id,)) for trace_id in parents]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE)
+    in_threads(call, parents)
     spans = _spans(exporter, len(parents))
     served.stop()
 
@@ -353,7 +349,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
 
 def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
     serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
     total = 1024
@@ -369,7 +365,7 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _Closing(chunks(), closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = serve(traced(app))
     with socket.create_connection(("127.0.0.1", served.port), timeout=DEADLINE) as sock:
         sock.sendall(b"GET /stream HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         head = b""
