@@ -1,5 +1,6 @@
 """The test harness every test file shares: environs, a recording server, apps, response iterables,
-samplers, metric readers and real servers on 127.0.0.1 (fixtures built on these are in conftest.py).
+samplers and propagators, metric readers, and real servers on 127.0.0.1 in this process (fixtures
+built on these are in conftest.py; server processes are started by tests/processes.py).
 
 Nothing here is a mock: the apps are real WSGI callables and `Server` is the server half of the
 PEP 3333 contract (it records what `start_response` received and what `write` was given).

@@ -79,7 +79,7 @@ def server(request: pytest.FixtureRequest) -> RealServer:
 
 
 @pytest.fixture
-def serve(server: RealServer) -> Iterator[Callable[[WSGIApplication], Served]]:
+def start_server(server: RealServer) -> Iterator[Callable[[WSGIApplication], Served]]:
     """Start `server` around an app; every server started is stopped after the test."""
     started: list[Served] = []
 
@@ -180,7 +180,7 @@ BODY_CASES: Final = [
 
 @pytest.mark.parametrize(("make_body", "closes_expected"), BODY_CASES)
 def test_every_body_shape_is_served_whole_and_ends_one_span(
-    serve: Callable[[WSGIApplication], Served],
+    start_server: Callable[[WSGIApplication], Served],
     traced: Traced,
     exporter: InMemorySpanExporter,
     make_body: BodyFactory,
@@ -192,7 +192,7 @@ def test_every_body_shape_is_served_whole_and_ends_one_span(
         set_route(environ, "/shape/{kind}")
         return make_body(start_response, closes)
 
-    served = serve(traced(app))
+    served = start_server(traced(app))
     status, body = http_get(served.port, "/shape/one?x=1")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -227,7 +227,7 @@ class _LoggedFile(io.FileIO):
 
 def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_ends(
     server: RealServer,
-    serve: Callable[[WSGIApplication], Served],
+    start_server: Callable[[WSGIApplication], Served],
     traced: Traced,
     exporter: InMemorySpanExporter,
     tmp_path: Path,
@@ -251,7 +251,7 @@ def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_en
         returned.append((type(result), environ["wsgi.file_wrapper"]))
         return result
 
-    served = serve(spy)
+    served = start_server(spy)
     status, body = http_get(served.port, "/blob")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -276,7 +276,7 @@ RAISE_CASES: Final = [
 
 @pytest.mark.parametrize(("where", "client_status", "closes_expected"), RAISE_CASES)
 def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
-    serve: Callable[[WSGIApplication], Served],
+    start_server: Callable[[WSGIApplication], Served],
     traced: Traced,
     exporter: InMemorySpanExporter,
     where: str,
@@ -295,7 +295,7 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _Closing(failing(CHUNKS[:1]), closes)
 
-    served = serve(traced(app))
+    served = start_server(traced(app))
     raw = _raw_get(served.port, "/fail")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -312,7 +312,7 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
 
 
 def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
-    serve: Callable[[WSGIApplication], Served],
+    start_server: Callable[[WSGIApplication], Served],
     traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
@@ -326,7 +326,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return current_trace_id()
 
-    served = serve(traced(app))
+    served = start_server(traced(app))
     parents = {f"{index + 1:032x}": f"{index + 0xA1:016x}" for index in range(4)}
     bodies: dict[str, bytes] = {}
 
@@ -348,7 +348,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
 
 
 def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
-    serve: Callable[[WSGIApplication], Served],
+    start_server: Callable[[WSGIApplication], Served],
     traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
@@ -365,7 +365,7 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _Closing(chunks(), closes)
 
-    served = serve(traced(app))
+    served = start_server(traced(app))
     with socket.create_connection(("127.0.0.1", served.port), timeout=DEADLINE) as sock:
         sock.sendall(b"GET /stream HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         head = b""
