@@ -57,8 +57,9 @@ class Started:
             if self.process.poll() is not None:
                 pytest.fail(f"{what}: the process exited with {self.process.returncode}:\n{self.output()}")
             match = compiled.search(self.output())
-            found.extend([match] if match is not None else [])
-            return bool(found)
+            if match is not None:
+                found.append(match)
+            return match is not None
 
         wait_until(seen, what, detail=self.output)
         return found[0]
