@@ -112,6 +112,11 @@ class Running:
         """The values of the active-requests counter now (one per attribute set)."""
         return [p["value"] for p in self.metrics()["points"] if p["name"] == "http.server.active_requests"]
 
+    def wait_until_idle(self) -> None:
+        """Wait until no request is active: the worker records a request's metrics just after it ends
+        (and so writes) its span, so a test that has the span may be a moment early for the metrics."""
+        wait_until(lambda: self.active_requests() == [0], f"no active request ({self.kind.name})")
+
     def metrics(self) -> Record:
         status, body = http_get(self.port, span_lines.METRICS_PATH)
         assert status == 200

@@ -64,6 +64,7 @@ def test_gevent_greenlets_keep_their_own_context(gevent_server: Running) -> None
     root_query = new_query("no-parent")
     status, root_body = http_get(gevent_server.port, f"/gevent?{root_query}")
     root = gevent_server.span(root_query)
+    gevent_server.wait_until_idle()
     snapshot = gevent_server.metrics()
 
     assert len(bodies) == CONCURRENT

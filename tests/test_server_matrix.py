@@ -92,6 +92,10 @@ def test_each_route_gets_its_status_body_span_and_one_duration_point(server: Run
         status, body = http_get(server.port, f"{case.path}?{query}")
     span = server.span(query)
     wait_until(lambda: len(server.of("closed", query)) >= case.closes, "the app's close()")
+    # The worker records the metrics just after it ends (and so writes) the span: wait for them too.
+    wait_until(
+        lambda: _histogram(server.metrics(), metric_attributes)[0] > before[0], "the request's duration"
+    )
     after = server.metrics()
 
     assert status == (server.kind.on_raise if case.path == "/boom" else case.status)
@@ -180,6 +184,7 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(server
     after_query = new_query("after-disconnect")
     status, _ = http_get(server.port, f"/hello?{after_query}")
     after = server.span(after_query)
+    server.wait_until_idle()
 
     assert received.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))  # wsgiref answers in HTTP/1.0
     (closed,) = server.of("closed", query)
