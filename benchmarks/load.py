@@ -24,7 +24,7 @@ from typing import Final
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from load_client import check, read_spans, run_clients  # noqa: E402
-from matrix_servers import GEVENT, KINDS, ServerKind, gunicorn_command, start, stop  # noqa: E402
+from matrix_servers import GEVENT, KINDS, ServerKind, gunicorn_command, serving  # noqa: E402
 
 SERVERS: Final = {
     "gthread": ServerKind(
@@ -38,13 +38,10 @@ SERVERS: Final = {
 def run(kind: ServerKind, clients: int, requests: int) -> dict[str, object]:
     """Load one server, stop it gracefully, then pair the spans it wrote with the requests sent."""
     with tempfile.TemporaryDirectory() as directory:
-        process, running = start(kind, Path(directory))
-        try:
+        with serving(kind, Path(directory)) as running:
             began = time.monotonic()
             sent = run_clients(running.port, clients, requests)
             elapsed = time.monotonic() - began
-        finally:
-            stop(process)
         report = check(sent, read_spans(running.events))
     rate = round(len(sent) / elapsed) if elapsed else 0
     return {"server": kind.name, **asdict(report), "ok": report.ok, "seconds": round(elapsed, 2), "rps": rate}

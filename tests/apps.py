@@ -1,5 +1,6 @@
 """The test harness every test file shares: environs, a recording server, apps, response iterables,
-samplers, metric readers and real servers on 127.0.0.1 (fixtures built on these are in conftest.py).
+samplers and propagators, metric readers, and real servers on 127.0.0.1 in this process (fixtures
+built on these are in conftest.py; server processes are started by tests/processes.py).
 
 Nothing here is a mock: the apps are real WSGI callables and `Server` is the server half of the
 PEP 3333 contract (it records what `start_response` received and what `write` was given).
@@ -22,6 +23,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
 from opentelemetry.sdk.metrics.export import (
     Histogram,
     HistogramDataPoint,
@@ -47,6 +49,9 @@ BODY = (b"hello", b" ", b"world")
 HEADERS: Headers = [("Content-Type", "text/plain")]
 #: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
 DEADLINE: Final = 15.0
+#: The two server metrics.
+DURATION: Final = "http.server.request.duration"
+ACTIVE: Final = "http.server.active_requests"
 
 
 @runtime_checkable
@@ -64,6 +69,10 @@ def make_environ(extra: Mapping[str, object] | None = None, /, **overrides: obje
     environ.update(extra or {})
     environ.update(overrides)
     return environ
+
+
+class WeakEnviron(dict[str, object]):
+    """An environ that can be weakly referenced, to prove nothing keeps it after the request."""
 
 
 def close_body(body: Iterable[bytes]) -> None:
@@ -91,6 +100,11 @@ class Server:
         self.written.append(data)
 
     @property
+    def statuses(self) -> list[str]:
+        """The status of each `start_response` call, in order."""
+        return [status for status, _, _ in self.calls]
+
+    @property
     def status(self) -> str | None:
         """The status of the last `start_response` call, if any."""
         return self.calls[-1][0] if self.calls else None
@@ -108,6 +122,11 @@ class Response:
     status: str
     headers: Headers
     body: bytes
+
+    @property
+    def code(self) -> int:
+        """The status code (`200` of `"200 OK"`)."""
+        return int(self.status[:3])
 
 
 def run(
@@ -369,6 +388,21 @@ class RecordingSampler(Sampler):
         return f"RecordingSampler({self.decide.get_description()})"
 
 
+class ExtractOnlyPropagator(TextMapPropagator):
+    """A propagator that injects nothing and names no fields; subclasses say what `extract` does."""
+
+    @override
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        return None
+
+    @property
+    @override
+    def fields(self) -> set[str]:
+        return set()
+
+
 # --- metric readers ---
 
 
@@ -396,22 +430,57 @@ def sum_points(metric: Metric) -> list[NumberDataPoint]:
     return list(metric.data.data_points)
 
 
+def duration_points(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
+    """The points (one per attribute set) of `http.server.request.duration`; none before a request."""
+    metric = collect(reader).get(DURATION)
+    return [] if metric is None else histogram_points(metric)
+
+
 def duration_count(reader: InMemoryMetricReader) -> int:
     """How many requests `http.server.request.duration` has recorded."""
-    metric = collect(reader).get("http.server.request.duration")
-    return 0 if metric is None else sum(point.count for point in histogram_points(metric))
+    return sum(point.count for point in duration_points(reader))
+
+
+def active_series(reader: InMemoryMetricReader) -> list[tuple[dict[str, object], float]]:
+    """Collect now; return each `http.server.active_requests` point as (attributes, value)."""
+    metric = collect(reader).get(ACTIVE)
+    points = [] if metric is None else sum_points(metric)
+    return [(dict(point.attributes or {}), point.value) for point in points]
+
+
+def metric_counts(reader: InMemoryMetricReader) -> tuple[float, int]:
+    """Collect once; return (requests still active, requests whose duration was recorded)."""
+    metrics = collect(reader)
+    active, duration = metrics.get(ACTIVE), metrics.get(DURATION)
+    return (
+        sum(point.value for point in sum_points(active)) if active is not None else 0.0,
+        sum(point.count for point in histogram_points(duration)) if duration is not None else 0,
+    )
 
 
 # --- real servers on 127.0.0.1 ---
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
+def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float = DEADLINE, detail: Callable[[], str] = str
+) -> None:
+    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`,
+    with `detail()` (a server's log, say) in the failure message."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{detail()}".rstrip())
         time.sleep(0.01)
+
+
+def in_threads(call: Callable[[str], None], arguments: Iterable[str]) -> None:
+    """Run `call(argument)` for every argument, each on its own thread, all at once; wait for them all
+    (each wait bounded)."""
+    threads = [threading.Thread(target=call, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
 
 
 def once(action: Callable[[], None]) -> Callable[[], None]:

@@ -2,7 +2,7 @@
 
 Each fault is a real implementation of an OpenTelemetry interface that fails the way a buggy vendor
 plug-in does (a processor, exporter, sampler, propagator or meter that raises); the SDK pieces around
-them are the real ones. Also: readers of the two server metrics the reliability guarantees speak of.
+them are the real ones. (The readers of the two server metrics are the harness's, in tests/apps.py.)
 """
 
 from __future__ import annotations
@@ -10,23 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from apps import ExtractOnlyPropagator
 from opentelemetry import metrics as metrics_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackT, Meter, ObservableUpDownCounter
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
-    Setter,
-    TextMapPropagator,
     default_getter,
-    default_setter,
-)
-from opentelemetry.sdk.metrics.export import (
-    Histogram,
-    HistogramDataPoint,
-    InMemoryMetricReader,
-    NumberDataPoint,
-    Sum,
 )
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -34,9 +25,6 @@ from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 from typing_extensions import override
-
-ACTIVE = "http.server.active_requests"
-DURATION = "http.server.request.duration"
 
 #: The ways the telemetry pipeline can fail under a request.
 Fault = Literal[
@@ -127,23 +115,12 @@ class RaisingSampler(Sampler):
         return "RaisingSampler"
 
 
-class RaisingPropagator(TextMapPropagator):
+class RaisingPropagator(ExtractOnlyPropagator):
     @override
     def extract(
         self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
     ) -> Context:
         raise TelemetryError("propagator failed")
-
-    @override
-    def inject(
-        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
-    ) -> None:
-        return None
-
-    @property
-    @override
-    def fields(self) -> set[str]:
-        return set()
 
 
 class RaisingHistogram(metrics_api.NoOpHistogram):
@@ -184,42 +161,3 @@ class HistogramFaultMeterProvider(metrics_api.MeterProvider):
     def get_meter(self, name: str, version: str | None = None, schema_url: str | None = None,
                   attributes: Attributes = None) -> metrics_api.Meter:  # fmt: skip
         return HistogramFaultMeter(self.real.get_meter(name, version, schema_url, attributes))
-
-
-# --- reading the metrics ---
-
-
-def _points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint | HistogramDataPoint]:
-    data = reader.get_metrics_data()
-    found: list[NumberDataPoint | HistogramDataPoint] = []
-    for resource in data.resource_metrics if data is not None else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name and isinstance(metric.data, Sum | Histogram):
-                    found.extend(metric.data.data_points)
-    return found
-
-
-def active_series(reader: InMemoryMetricReader) -> list[tuple[dict[str, object], float]]:
-    """Collect now; return each `http.server.active_requests` point as (attributes, value)."""
-    return [
-        (dict(point.attributes or {}), point.value)
-        for point in _points(reader, ACTIVE)
-        if isinstance(point, NumberDataPoint)
-    ]
-
-
-def metric_counts(reader: InMemoryMetricReader) -> tuple[float, int]:
-    """Collect once; return (requests still active, requests whose duration was recorded)."""
-    data = reader.get_metrics_data()
-    active = 0.0
-    durations = 0
-    for resource in data.resource_metrics if data is not None else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    if metric.name == ACTIVE and isinstance(point, NumberDataPoint):
-                        active += point.value
-                    elif metric.name == DURATION and isinstance(point, HistogramDataPoint):
-                        durations += point.count
-    return active, durations

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from span_lines import read_records
+
 #: How long the client waits on one response, and the checker on the spans, before giving up.
 TIMEOUT: Final = 30.0
 
@@ -58,11 +60,15 @@ class Report:
         )
 
 
-def _client(port: int, path: str, queries: list[str], out: list[Sent]) -> None:
-    """One client: a keep-alive connection, one request per query, each with a fresh parent."""
+def _client(port: int, path: str, queries: list[str], out: list[Sent], reconnect: int | None) -> None:
+    """One client: a keep-alive connection (a new one every `reconnect` requests, if given), one request
+    per query, each with a fresh parent."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        for query in queries:
+        for number, query in enumerate(queries):
+            if reconnect and number and number % reconnect == 0:
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
             trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
             headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
             connection.request("GET", f"{path}?{query}", headers=headers)
@@ -73,12 +79,18 @@ def _client(port: int, path: str, queries: list[str], out: list[Sent]) -> None:
         connection.close()
 
 
-def run_clients(port: int, clients: int, requests: int, path: str = "/hello") -> list[Sent]:
-    """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent."""
+def run_clients(
+    port: int, clients: int, requests: int, path: str = "/hello", reconnect: int | None = None
+) -> list[Sent]:
+    """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent.
+
+    `reconnect`: each client opens a new connection every that many requests (so that every worker of a
+    multi-process server gets to accept some).
+    """
     results: list[list[Sent]] = [[] for _ in range(clients)]
     threads = [
         threading.Thread(
-            target=_client, args=(port, path, [f"n={c}-{i}" for i in range(requests)], results[c])
+            target=_client, args=(port, path, [f"n={c}-{i}" for i in range(requests)], results[c], reconnect)
         )
         for c in range(clients)
     ]
@@ -120,8 +132,7 @@ def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]], path: str
 
 def read_spans(events: Path) -> list[dict[str, object]]:
     """The span records of a JSON-lines events file (complete lines only)."""
-    records = [json.loads(line) for line in events.read_text().split("\n")[:-1]]
-    return [record for record in records if record.get("kind") == "span"]
+    return [record for record in read_records(events) if record.get("kind") == "span"]
 
 
 def _main(argv: list[str]) -> int:

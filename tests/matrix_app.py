@@ -11,7 +11,6 @@ Run under any server with `OTEL_WSGI_TEST_EVENTS=/tmp/events.jsonl OTEL_WSGI_TES
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -35,10 +34,10 @@ from span_lines import (
     STREAM_CHUNKS,
     STREAM_PAUSE,
     JsonLinesExporter,
+    LoggedFile,
     append_event,
     log_warnings_to_events,
 )
-from typing_extensions import override
 
 from otel_wsgi import Config, set_route, wrap
 
@@ -94,20 +93,6 @@ def _gevent_sleep(seconds: float) -> None:
     import gevent  # type: ignore[import-untyped]  # only under gunicorn's gevent worker
 
     gevent.sleep(seconds)
-
-
-class LoggedFile(io.FileIO):
-    """A served file that logs its first close, so a test sees the server closed it exactly once."""
-
-    def __init__(self, path: str, query: str) -> None:
-        super().__init__(path, "rb")
-        self.query = query
-
-    @override
-    def close(self) -> None:
-        if not self.closed:
-            append_event({"kind": "closed", "query": self.query, "time_ns": time.time_ns()})
-        super().close()
 
 
 def _blocks(blob: LoggedFile) -> Iterator[bytes]:

@@ -1,8 +1,9 @@
 """The servers of the matrix tests: how each runs tests/matrix_app.py in its own process on 127.0.0.1.
 
-Every server binds port 0 and says where it listens; `start` waits until it answers, `stop` ends its
-whole process group. `Running` reads what the worker wrote: spans, probes, metrics. A server that is not
-installed makes `start` fail (never skip): the dev extra installs them all.
+Every server binds port 0 and says where it listens (tests/processes.py); `start` waits until it
+answers, `Running.stop` ends its whole process group. `Running` reads what the worker wrote: spans,
+probes, metrics. A server that is not installed makes `start` fail (never skip): the dev extra installs
+them all.
 """
 
 from __future__ import annotations
@@ -10,28 +11,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
+import processes
 import pytest
 import span_lines
+from apps import http_get, wait_until
+from processes import TESTS_DIR, Started
+from span_lines import Record
 
-TESTS_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = TESTS_DIR.parent
-DEADLINE: Final = 15.0
 BLOB_SIZE: Final = 1 << 20
 _QUERIES: Final = count()
-
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -76,25 +73,12 @@ KINDS: Final = [
     ServerKind("gunicorn-sync", GUNICORN_FILE, "os", gunicorn_command("-k", "sync")),
     ServerKind("gunicorn-gthread", GUNICORN_FILE, "os", gunicorn_command("-k", "gthread", "--threads", "4")),
     ServerKind("gunicorn-gevent", GUNICORN_FILE, "none", gunicorn_command("-k", "gevent")),
-    ServerKind("uwsgi", "matrix_app.LoggedFile", "uwsgi", _uwsgi, on_raise=None),
+    ServerKind("uwsgi", "span_lines.LoggedFile", "uwsgi", _uwsgi, on_raise=None),
     ServerKind("waitress", "waitress.buffers.ReadOnlyFileBasedBuffer", "none", _python_server("waitress")),
     ServerKind("wsgiref", "wsgiref.util.FileWrapper", "none", _python_server("wsgiref")),
     ServerKind("werkzeug", BODY, "none", _python_server("werkzeug")),
     ServerKind("cheroot", BODY, "none", _python_server("cheroot")),
 ]
-#: How each server says where it listens (all bind port 0).
-LISTENING: Final = re.compile(
-    r"Listening at: http://127\.0\.0\.1:(\d+)|bound to TCP address 127\.0\.0\.1:(\d+)|^LISTENING (\d+)", re.M
-)
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll `predicate` until it holds; fail the test (not hang) if it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 @dataclass(frozen=True)
@@ -102,17 +86,20 @@ class Running:
     """A server process serving matrix_app, and the files it writes."""
 
     kind: ServerKind
+    started: Started
     port: int
     events: Path
-    log: Path
     blob: Path
 
+    @property
+    def log(self) -> Path:
+        return self.started.log
+
     def records(self) -> list[Record]:
-        """Every complete line of the events file (a line being appended now is left for later)."""
-        return [json.loads(line) for line in self.events.read_text().split("\n")[:-1]]
+        return span_lines.read_records(self.events)
 
     def of(self, kind: str, query: str) -> list[Record]:
-        return [r for r in self.records() if r["kind"] == kind and _query_of(r) == query]
+        return span_lines.records_of(self.events, kind, query)
 
     def span(self, query: str) -> Record:
         """Wait for the span of the request with this query; fail unless there is exactly one."""
@@ -125,85 +112,59 @@ class Running:
         """The values of the active-requests counter now (one per attribute set)."""
         return [p["value"] for p in self.metrics()["points"] if p["name"] == "http.server.active_requests"]
 
+    def wait_until_idle(self) -> None:
+        """Wait until no request is active: the worker records a request's metrics just after it ends
+        (and so writes) its span, so a test that has the span may be a moment early for the metrics."""
+        wait_until(lambda: self.active_requests() == [0], f"no active request ({self.kind.name})")
+
     def metrics(self) -> Record:
-        status, body = get(self.port, span_lines.METRICS_PATH)
+        status, body = http_get(self.port, span_lines.METRICS_PATH)
         assert status == 200
         snapshot: Record = json.loads(body)
         return snapshot
 
+    def stop(self) -> None:
+        processes.stop(self.started)
 
-def _query_of(record: Record) -> object:
-    return record["attributes"].get("url.query") if record["kind"] == "span" else record.get("query")
 
-
-def start(kind: ServerKind, directory: Path) -> tuple[subprocess.Popen[bytes], Running]:
-    events, log, blob = directory / "events.jsonl", directory / "server.log", directory / "blob"
+def start(kind: ServerKind, directory: Path) -> Running:
+    """Start `kind` serving matrix_app with its files in `directory`; return once it answers."""
+    events, blob = directory / "events.jsonl", directory / "blob"
     blob.write_bytes(os.urandom(BLOB_SIZE))
     events.touch()
-    env = {**os.environ, "OTEL_WSGI_TEST_EVENTS": str(events), "OTEL_WSGI_TEST_FILE": str(blob)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            kind.command(), cwd=REPO_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    found: list[int] = []
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"{kind.name} exited with {process.returncode}:\n{log.read_text()}")
-        match = LISTENING.search(log.read_text())
-        if match is not None:
-            found.append(int(next(group for group in match.groups() if group)))
-        return bool(found)
-
+    env = processes.process_env(TESTS_DIR, OTEL_WSGI_TEST_EVENTS=str(events), OTEL_WSGI_TEST_FILE=str(blob))
+    started = processes.start(kind.command(), directory / "server.log", env=env)
     try:
-        wait_until(listening, f"{kind.name} to listen")
-        running = Running(kind, found[0], events, log, blob)
+        running = Running(kind, started, started.port(), events, blob)
         # Ready once a request is answered (the worker has imported the app).
-        wait_until(lambda: _answers(running.port), f"{kind.name} to answer")
+        wait_until(lambda: _answers(running.port), f"{kind.name} to answer", detail=started.output)
     except BaseException:
-        stop(process)
+        processes.stop(started)
         raise
-    return process, running
+    return running
+
+
+@contextmanager
+def serving(kind: ServerKind, directory: Path) -> Iterator[Running]:
+    """`start` the server; stop its process group on the way out."""
+    running = start(kind, directory)
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def _answers(port: int) -> bool:
     try:
-        return get(port, span_lines.METRICS_PATH)[0] == 200
+        return http_get(port, span_lines.METRICS_PATH)[0] == 200
     except OSError:
         return False
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group a test started (the server, its master and workers)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(DEADLINE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """One HTTP/1.1 GET; return the status and the whole body."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", target, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def status_or_none(port: int, target: str) -> int | None:
     """The status of a GET, or None when the server closes the connection without answering."""
     try:
-        return get(port, target)[0]
+        return http_get(port, target)[0]
     except http.client.RemoteDisconnected:
         return None
 

@@ -3,7 +3,6 @@
     with OtlpReceiver() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}  # give this to the process under test
         ...
-        receiver.wait_for_spans(2000, timeout=30)  # clear() forgets, to reuse the receiver
         spans = receiver.spans()          # ReceivedSpan: ids as hex, name, attributes, resource
         points = receiver.latest_histograms("http.server.request.duration")  # final cumulative totals
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,20 +128,6 @@ class OtlpReceiver:
             if series not in latest or point.time_unix_nano >= latest[series].time_unix_nano:
                 latest[series] = point
         return list(latest.values())
-
-    def clear(self) -> None:
-        """Forget everything received so far (to reuse one receiver across runs)."""
-        with self._lock:
-            self._spans.clear()
-            self._points.clear()
-            self.rejected = self.gzipped = 0
-
-    def wait_for_spans(self, count: int, timeout: float) -> list[ReceivedSpan]:
-        """Wait until at least `count` spans arrived or `timeout` seconds passed; return the spans."""
-        deadline = time.monotonic() + timeout
-        while len(spans := self.spans()) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return spans
 
     def _store_traces(self, request: ExportTraceServiceRequest) -> None:
         found = [

@@ -1,9 +1,10 @@
-"""Scripted WSGI apps and servers: one script, played against the bare app and the wrapped one.
+"""Scripted WSGI apps and server behaviours for the property tests, played into a transcript.
 
 An `AppScript` says what the app does (body kind, chunks, status line, when it calls `start_response`,
 where and what it raises); a `ServerScript` says what the server does (how far it iterates, on which
-thread; it always closes). `serve` plays both and returns the server's transcript: every status and
-header list it received, every chunk, and every exception (its type, and whether it is the very object
+thread; it always closes). `transcript` plays both with a `TranscriptServer` (the harness's `Server`
+that also keeps one ordered list of all it saw) and returns the `Transcript`: every status and header
+list received, every write and chunk, and every exception (its type, and whether it is the very object
 the app raised). Comparing the transcripts of the bare and the wrapped app is the "invisible to the
 server" guarantee.
 """
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from apps import make_environ
+from apps import HEADERS, Failures, Headers, Server, WeakEnviron, make_environ
 from faults import HostileError
+from typing_extensions import override
 
 from otel_wsgi.types import OptExcInfo
 
@@ -28,11 +30,6 @@ ErrorKind = Literal["plain", "hostile", "base"]
 #: One thing the server saw: ("status", status, headers, exc_info given) / ("chunk", bytes) /
 #: ("raised", where, exception type name, is it the app's own object).
 Event = tuple[object, ...]
-HEADERS = (("Content-Type", "text/plain"),)
-
-
-class AppError(Exception):
-    """The ordinary exception a scripted app raises."""
 
 
 class Abort(BaseException):
@@ -56,10 +53,6 @@ class ServerScript:
     thread: bool  # iterate on another thread (then close on this one)
 
 
-class WeakEnviron(dict[str, object]):
-    """An environ that can be weakly referenced, to prove nothing keeps it after the request."""
-
-
 @dataclass
 class ScriptedApp:
     """A WSGI app that follows its script; fresh for each run, so the counts are per run."""
@@ -71,7 +64,7 @@ class ScriptedApp:
     def error(self) -> BaseException:
         kind = self.script.error
         exc: BaseException = (
-            HostileError() if kind == "hostile" else Abort() if kind == "base" else AppError()
+            HostileError() if kind == "hostile" else Abort() if kind == "base" else Failures.AppError()
         )
         self.raised.append(weakref.ref(exc))
         return exc
@@ -134,33 +127,47 @@ class ClosingBody:
 
 
 @dataclass
-class Played:
+class TranscriptServer(Server):
+    """The harness's `Server`, also writing each status, write and chunk into one ordered transcript."""
+
+    transcript: list[Event] = field(default_factory=list)
+
+    @override
+    def start_response(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        self.transcript.append(("status", status, list(headers), exc_info is not None))
+        return super().start_response(status, headers, exc_info)
+
+    @override
+    def write(self, data: bytes) -> None:
+        self.transcript.append(("write", data))
+        super().write(data)
+
+
+@dataclass
+class Transcript:
     """What one run left behind: the server's transcript and a weak reference to its environ."""
 
     events: list[Event]
     environ: weakref.ref[WeakEnviron]
 
 
-def serve(app: WSGIApplication, scripted: ScriptedApp, server: ServerScript) -> Played:
+def transcript(app: WSGIApplication, scripted: ScriptedApp, server: ServerScript) -> Transcript:
     """Play the server's half of PEP 3333 against `app` (the bare or wrapped `scripted`)."""
-    events: list[Event] = []
+    recorder = TranscriptServer()
+    events = recorder.transcript
     environ = WeakEnviron(make_environ())
 
     def raised(where: str, exc: BaseException) -> None:
         own = any(ref() is exc for ref in scripted.raised)
         events.append(("raised", where, type(exc).__name__, own))
 
-    def start_response(
-        status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-    ) -> Callable[[bytes], object]:
-        events.append(("status", status, list(headers), exc_info is not None))
-        return lambda data: events.append(("write", data))
-
     try:
-        body = app(environ, start_response)
+        body = app(environ, recorder.start_response)
     except BaseException as exc:
         raised("call", exc)
-        return Played(events, weakref.ref(environ))
+        return Transcript(events, weakref.ref(environ))
 
     def iterate() -> None:
         taken = 0
@@ -186,4 +193,4 @@ def serve(app: WSGIApplication, scripted: ScriptedApp, server: ServerScript) -> 
             close()
         except BaseException as exc:
             raised("close", exc)
-    return Played(events, weakref.ref(environ))
+    return Transcript(events, weakref.ref(environ))

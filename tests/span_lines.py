@@ -1,17 +1,22 @@
-"""The events file the server test apps write in their worker process: one JSON object per line.
+"""The events file tests/matrix_app.py writes in its worker process (one JSON object per line), and
+what its routes serve.
 
-Shared by tests/servers_app.py and tests/matrix_app.py: each ended span (`JsonLinesExporter`), probes
-the apps add, and any warning the SDK or the middleware logs (the SDK only logs a second `end()`).
+The worker writes each ended span (`JsonLinesExporter`), the probes the app adds and any warning the SDK
+or the middleware logs (the SDK only logs a second `end()`); the tests and the load checker read it back
+(`read_records`, `records_of`). This module never imports the app, so tests can import it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,6 +42,8 @@ METRICS_PATH: Final = "/_metrics"
 
 
 _LOCK: Final = threading.Lock()
+#: One line of the events file, as read back.
+Record = dict[str, Any]
 
 
 def append_event(record: dict[str, object]) -> None:
@@ -66,6 +73,20 @@ def span_record(span: ReadableSpan) -> dict[str, object]:
     }
 
 
+class LoggedFile(io.FileIO):
+    """A served file that logs its first close, so a test sees the server closed it exactly once."""
+
+    def __init__(self, path: str, query: str) -> None:
+        super().__init__(path, "rb")
+        self.query = query
+
+    @override
+    def close(self) -> None:
+        if not self.closed:
+            append_event({"kind": "closed", "query": self.query, "time_ns": time.time_ns()})
+        super().close()
+
+
 class JsonLinesExporter(SpanExporter):
     """Write each ended span as `{"kind": "span", ...}` to the events file."""
 
@@ -88,3 +109,21 @@ def log_warnings_to_events() -> None:
     """Send the SDK's and the middleware's warnings to the events file (call once per process)."""
     for name in ("opentelemetry", "otel_wsgi"):
         logging.getLogger(name).addHandler(_LogToEvents(logging.WARNING))
+
+
+# --- reading the events file (in the test process) ---
+
+
+def read_records(events: Path) -> list[Record]:
+    """Every complete line of the events file (a line being appended right now is left for later)."""
+    return [json.loads(line) for line in events.read_text().split("\n")[:-1]]
+
+
+def query_of(record: Record) -> object:
+    """The query string of the request a record belongs to (a span carries it as `url.query`)."""
+    return record["attributes"].get("url.query") if record["kind"] == "span" else record.get("query")
+
+
+def records_of(events: Path, kind: str, query: str) -> list[Record]:
+    """The records of this kind (`span`, `closed`, `result`, ...) that belong to the request with `query`."""
+    return [record for record in read_records(events) if record["kind"] == kind and query_of(record) == query]

@@ -3,8 +3,6 @@ exporter sending to tests/otlp_receiver.py. Every process started here is stoppe
 
 from __future__ import annotations
 
-import http.client
-import os
 import re
 import signal
 import socket
@@ -12,61 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import pytest
+from apps import DEADLINE, http_get
+from load_client import run_clients
 from otlp_receiver import OtlpReceiver
+from processes import REPO_DIR, TESTS_DIR, process_env, running
 
-TESTS_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = TESTS_DIR.parent
-DEADLINE: Final = 20.0
 COMMAND: Final = [sys.executable, "-m", "otel_wsgi"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The process environment without any OTEL_ variable of the machine, plus `extra`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    return {**env, "PYTHONPATH": str(REPO_DIR), **extra}
-
-
-def _wait_for(pattern: str, log: Path, process: subprocess.Popen[bytes]) -> re.Match[str]:
-    """Wait for `pattern` in the process's log; fail (with the log) if it exits or time runs out."""
-    deadline = time.monotonic() + DEADLINE
-    while (match := re.search(pattern, log.read_text())) is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"no {pattern!r} (exit code {process.poll()}):\n{log.read_text()}")
-        time.sleep(0.05)
-    return match
-
-
-@contextmanager
-def _started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` in its own process group with stdout+stderr in `log`; kill the group afterwards."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=TESTS_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(DEADLINE)
-
-
-def _traceparent(number: int) -> tuple[str, str, str]:
-    """A distinct (trace id, parent span id, header) for request `number`."""
-    trace_id, parent = f"{0x5EED0000 + number:032x}", f"{number + 1:016x}"
-    return trace_id, parent, f"00-{trace_id}-{parent}-01"
-
-
-def _get(connection: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> int:
-    connection.request("GET", path, headers=headers)
-    response = connection.getresponse()
-    response.read()
-    return response.status
 
 
 # --- the demo ---
@@ -74,7 +27,7 @@ def _get(connection: http.client.HTTPConnection, path: str, headers: dict[str, s
 
 def test_demo_prints_a_line_per_request_and_a_summary() -> None:
     done = subprocess.run(
-        [*COMMAND, "demo", "--requests", "14"], env=_env(), capture_output=True, text=True, timeout=60
+        [*COMMAND, "demo", "--requests", "14"], env=process_env(), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -117,7 +70,7 @@ def test_demo_prints_a_line_per_request_and_a_summary() -> None:
 def test_demo_also_runs_as_python_m_otel_wsgi_demo_with_no_exporter() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "otel_wsgi.demo", "--requests", "3", "--exporter", "none"],
-        env=_env(),
+        env=process_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -131,7 +84,9 @@ def test_demo_exports_over_otlp() -> None:
     with OtlpReceiver() as receiver:
         done = subprocess.run(
             [*COMMAND, "demo", "--requests", "7", "--exporter", "otlp"],
-            env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_COMPRESSION="gzip"),
+            env=process_env(
+                OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_COMPRESSION="gzip"
+            ),
             capture_output=True,
             text=True,
             timeout=60,
@@ -174,27 +129,23 @@ def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signa
     ]
     with OtlpReceiver() as receiver:
         # A long batch delay: the spans are still queued when the signal comes, only shutdown sends them.
-        env = _env(
+        env = process_env(
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
             OTEL_BSP_SCHEDULE_DELAY="60000",
             OTEL_SERVICE_NAME="cli-test",
         )
-        with _started(command, env, tmp_path / "log") as process:
-            port = int(_wait_for(r"http://127\.0\.0\.1:(\d+)", tmp_path / "log", process)[1])
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-            expected = {}
-            for number in range(requests):
-                trace_id, parent, header = _traceparent(number)
-                assert _get(connection, f"/work/{number}", {"traceparent": header}) == 200
-                expected[trace_id] = parent
-            connection.close()
+        with running(command, tmp_path / "log", env=env, cwd=TESTS_DIR) as started:
+            sent = run_clients(started.port(), clients=1, requests=requests, path="/work/1")
             time.sleep(0.2)  # the server ends a span just after the client has the whole response
             assert receiver.spans() == []
-            process.send_signal(stop_signal)
-            assert process.wait(DEADLINE) == 0, (tmp_path / "log").read_text()
+            started.process.send_signal(stop_signal)
+            assert started.process.wait(DEADLINE) == 0, started.output()
         spans, points = receiver.spans(), receiver.latest_histograms("http.server.request.duration")
     assert "Traceback" not in (tmp_path / "log").read_text()
-    assert {span.trace_id: span.parent_span_id for span in spans} == expected
+    assert [request.status for request in sent] == [200] * requests
+    assert {span.trace_id: span.parent_span_id for span in spans} == {
+        request.trace_id: request.parent_id for request in sent
+    }
     assert len(spans) == requests
     assert {span.name for span in spans} == {"GET /work/{n}"}
     assert {span.resource["service.name"] for span in spans} == {"cli-test"}
@@ -203,14 +154,12 @@ def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signa
 
 def test_serve_console_prints_span_lines_and_summary(tmp_path: Path) -> None:
     command = [*COMMAND, "serve", "cli_app:Holder.wsgi", "--port", "0"]
-    with _started(command, _env(), tmp_path / "log") as process:
-        port = int(_wait_for(r"http://127\.0\.0\.1:(\d+)", tmp_path / "log", process)[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-        statuses = [_get(connection, path, {}) for path in ("/work/1", "/nope")]
-        connection.close()
-        _wait_for(r"GET\s+404", tmp_path / "log", process)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(DEADLINE) == 0
+    with running(command, tmp_path / "log", env=process_env(), cwd=TESTS_DIR) as started:
+        port = started.port()
+        statuses = [http_get(port, path)[0] for path in ("/work/1", "/nope")]
+        started.wait_for(r"GET\s+404", "the span line of /nope")
+        started.process.send_signal(signal.SIGTERM)
+        assert started.process.wait(DEADLINE) == 0
     log = (tmp_path / "log").read_text()
     assert statuses == [200, 404]
     assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", log, re.M)
@@ -278,7 +227,7 @@ def test_bad_input_is_one_line_and_exit_2(
     arguments: list[str], message: str, busy_port: int, tmp_path: Path
 ) -> None:
     (tmp_path / "raising_app.py").write_text("raise RuntimeError('no database\\nconfigured')\n")
-    env = _env(PYTHONPATH=os.pathsep.join([str(REPO_DIR), str(TESTS_DIR)]))
+    env = process_env(REPO_DIR, TESTS_DIR)
     for variable, value in (arg[4:].split("=", 1) for arg in arguments if arg.startswith("ENV:")):
         env[variable] = value
     arguments = [str(busy_port) if arg == "BUSY" else arg for arg in arguments if not arg.startswith("ENV:")]
@@ -298,7 +247,11 @@ def test_without_the_cli_extra_the_command_says_so() -> None:
         "from otel_wsgi.cli import main; sys.exit(main())"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, "demo"], env=_env(), capture_output=True, text=True, timeout=DEADLINE
+        [sys.executable, "-c", probe, "demo"],
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
     )
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines() == [done.stderr.strip()]

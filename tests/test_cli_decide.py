@@ -61,7 +61,7 @@ EXPORTER_CASES = [
 
 
 @pytest.mark.parametrize(("flag", "env", "signal", "expected"), EXPORTER_CASES)
-def test_exporter_kinds(
+def test_exporters_come_from_the_flag_else_the_environment(
     flag: str | None, env: dict[str, str], signal: Signal, expected: tuple[ExporterKind, ...]
 ) -> None:
     assert exporter_kinds(flag, env, signal) == expected
@@ -94,7 +94,9 @@ EXPORTER_ERRORS = [
 
 
 @pytest.mark.parametrize(("flag", "env", "signal", "message"), EXPORTER_ERRORS)
-def test_exporter_kinds_rejects(flag: str | None, env: dict[str, str], signal: Signal, message: str) -> None:
+def test_unknown_exporters_and_protocols_are_refused_naming_the_source(
+    flag: str | None, env: dict[str, str], signal: Signal, message: str
+) -> None:
     with pytest.raises(ValueError, match=f"^{message}"):
         exporter_kinds(flag, env, signal)
 
@@ -103,12 +105,12 @@ def test_exporter_kinds_rejects(flag: str | None, env: dict[str, str], signal: S
     ("raw", "expected"),
     [("app:application", ("app", "application")), ("pkg.mod:obj.wsgi", ("pkg.mod", "obj.wsgi"))],
 )
-def test_app_target(raw: str, expected: tuple[str, str]) -> None:
+def test_app_target_splits_module_and_attribute_path(raw: str, expected: tuple[str, str]) -> None:
     assert app_target(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["app", ":app", "app:", "a b:c", "app:1x", "app:x:y", "app.:x", "app:x()"])
-def test_app_target_rejects(raw: str) -> None:
+def test_malformed_app_targets_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="expected MODULE:APP"):
         app_target(raw)
 
@@ -130,7 +132,9 @@ QUANTILE_CASES = [
 
 
 @pytest.mark.parametrize(("histogram", "q", "expected"), QUANTILE_CASES)
-def test_quantile(histogram: Histogram, q: float, expected: float | None) -> None:
+def test_quantile_interpolates_in_its_bucket_within_min_and_max_or_is_none(
+    histogram: Histogram, q: float, expected: float | None
+) -> None:
     assert quantile(histogram, q) == (None if expected is None else pytest.approx(expected))
 
 
@@ -142,7 +146,7 @@ def test_merged_adds_buckets_and_keeps_extremes() -> None:
     assert merged([a, Histogram((1.0,), (1, 0), 0.5, 0.5)]) is None
 
 
-def test_span_line() -> None:
+def test_span_line_shows_name_status_duration_route_trace_and_error() -> None:
     line = span_line(SpanView("GET /users/{id}", 200, None, 0.00123), "/users/{id}", 0xAB)
     assert line.split() == [
         "GET",

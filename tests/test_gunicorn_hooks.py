@@ -4,31 +4,30 @@ every request's span has arrived exactly once with its own parent, and the histo
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
 import pytest
+from apps import DEADLINE, http_get
+from load_client import run_clients
 from otlp_receiver import OtlpReceiver
+from processes import TESTS_DIR, process_env, running
 
 import otel_wsgi.gunicorn
 
-TESTS_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = TESTS_DIR.parent
 REQUESTS: Final = 2000
 CLIENTS: Final = 8
-RECONNECT: Final = 40
-DEADLINE: Final = 30.0
+#: Each client's requests per connection.
+RECONNECT: Final = 5
+#: How long the master may take to stop its workers, which flush 2000 spans over OTLP as they exit.
+SHUTDOWN: Final = 30.0
 
 
 def test_every_public_name_is_a_gunicorn_hook() -> None:
@@ -43,79 +42,33 @@ def test_every_public_name_is_a_gunicorn_hook() -> None:
     assert set(otel_wsgi.gunicorn.__all__) == public & settings
 
 
-def _wait_for_port(log: Path, process: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + DEADLINE
-    while (match := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())) is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"gunicorn did not start (exit code {process.poll()}):\n{log.read_text()}")
-        time.sleep(0.05)
-    return int(match[1])
-
-
-def _send_all(port: int) -> dict[str, str]:
-    """Send REQUESTS GETs over CLIENTS keep-alive connections, each with its own traceparent;
-    return {trace id: parent span id} of the requests answered 200."""
-    local = threading.local()
-    answered: dict[str, str] = {}
-    opened: list[http.client.HTTPConnection] = []
-
-    def send(number: int) -> None:
-        # A new connection every RECONNECT requests, so that both workers get to accept some.
-        if number % RECONNECT < CLIENTS or not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-            opened.append(local.connection)
-        trace_id, parent = f"{0xC0FFEE00000 + number:032x}", f"{number + 1:016x}"
-        connection: http.client.HTTPConnection = local.connection
-        connection.request("GET", f"/work/{number}", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
-        response = connection.getresponse()
-        response.read()
-        if response.status == 200:
-            answered[trace_id] = parent
-
-    try:
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            list(pool.map(send, range(REQUESTS)))
-    finally:
-        for connection in opened:
-            connection.close()
-    return answered
-
-
 def test_two_workers_export_every_span_once_over_otlp(tmp_path: Path) -> None:
     if importlib.util.find_spec("gunicorn") is None:
         pytest.skip("gunicorn is not installed")
-    log = tmp_path / "gunicorn.log"
     command = [
         sys.executable, "-m", "gunicorn", "-c", "python:otel_wsgi.gunicorn", "-w", "2", "-k", "gthread",
         "--threads", "4", "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "20",
         "--pythonpath", str(TESTS_DIR), "cli_app:app",
     ]  # fmt: skip
     with OtlpReceiver() as receiver:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SERVICE_NAME="gunicorn-test")
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                command, cwd=REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            port = _wait_for_port(log, process)
-            started = time.monotonic()
-            answered = _send_all(port)
-            sent = time.monotonic() - started
-            process.send_signal(signal.SIGTERM)  # the master stops its workers gracefully
-            assert process.wait(DEADLINE) == 0, log.read_text()
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(DEADLINE)
+        env = process_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SERVICE_NAME="gunicorn-test")
+        with running(command, tmp_path / "gunicorn.log", env=env) as started:
+            port = started.port()
+            began = time.monotonic()
+            # A new connection every few requests, so that both workers get to accept some.
+            sent = run_clients(port, CLIENTS, REQUESTS // CLIENTS, path="/work/1", reconnect=RECONNECT)
+            elapsed = time.monotonic() - began
+            started.process.send_signal(signal.SIGTERM)  # the master stops its workers gracefully
+            assert started.process.wait(SHUTDOWN) == 0, started.output()
         spans = receiver.spans()
         points = receiver.latest_histograms("http.server.request.duration")
         rejected = receiver.rejected
 
+    answered = {request.trace_id: request.parent_id for request in sent if request.status == 200}
     work = [span for span in spans if span.name == "GET /work/{n}"]
     duplicates = sum(count - 1 for count in Counter(span.trace_id for span in work).values())
     print(
-        f"\n{REQUESTS} requests in {sent:.1f} s; {len(work)} spans received, {duplicates} duplicate(s); "
+        f"\n{REQUESTS} requests in {elapsed:.1f} s; {len(work)} spans received, {duplicates} duplicate(s); "
         f"spans per worker: {sorted(Counter(str(span.resource['process.pid']) for span in work).values())}"
     )
     assert len(answered) == REQUESTS
@@ -127,13 +80,13 @@ def test_two_workers_export_every_span_once_over_otlp(tmp_path: Path) -> None:
     instances = {span.resource["service.instance.id"] for span in work}
     pairs = {(span.resource["service.instance.id"], span.resource["process.pid"]) for span in work}
     assert len(pairs) == len(instances) == len({pid for _, pid in pairs}) <= 2
-    assert process.pid not in {pid for _, pid in pairs}
+    assert started.process.pid not in {pid for _, pid in pairs}
     assert {span.resource["service.name"] for span in work} == {"gunicorn-test"}
     served = [point for point in points if point.attributes.get("http.route") == "/work/{n}"]
     assert {point.resource["service.instance.id"] for point in served} == instances
     assert sum(point.count for point in served) == REQUESTS
     assert sum(sum(point.bucket_counts) for point in served) == REQUESTS
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in started.output()
 
 
 def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
@@ -145,7 +98,6 @@ def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
         "from otel_wsgi.gunicorn import post_fork, post_worker_init, worker_exit\n"
         "workers = 1\nbind = ['127.0.0.1:0']\n"
     )
-    log = tmp_path / "gunicorn.log"
     command = [
         sys.executable,
         "-m",
@@ -156,24 +108,11 @@ def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
         str(TESTS_DIR),
         "cli_app:app",
     ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        port = _wait_for_port(log, process)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-        connection.request("GET", "/work/7")
-        status = connection.getresponse().status
-        connection.close()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(DEADLINE) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(DEADLINE)
-    text = log.read_text()
+    with running(command, tmp_path / "gunicorn.log", env=process_env(), cwd=tmp_path) as started:
+        status, _ = http_get(started.port(), "/work/7")
+        started.process.send_signal(signal.SIGINT)
+        assert started.process.wait(DEADLINE) == 0, started.output()
+    text = started.output()
     assert status == 200
     assert re.search(r"^GET /work/\{n\}\s+200 .* route=/work/\{n\}", text, re.M), text
     # The worker printed its metrics summary as it exited.
@@ -196,8 +135,7 @@ def test_bad_environment_stops_gunicorn_with_one_line(
         sys.executable, "-m", "gunicorn", "-c", "python:otel_wsgi.gunicorn", "-b", "127.0.0.1:0",
         "--no-control-socket", "--pythonpath", str(TESTS_DIR), "cli_app:app",
     ]  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env[variable] = value
+    env = process_env(**{variable: value})
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE)
     errors = [line for line in done.stderr.splitlines() if line.startswith("otel-wsgi: error:")]
     # gunicorn's master stops (worker boot error) instead of forking failing workers forever.

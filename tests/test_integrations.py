@@ -8,32 +8,26 @@ Django are also served by a real wsgiref server on 127.0.0.1.
 from __future__ import annotations
 
 import ast
-import http.client
 import inspect
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Final, get_type_hints
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-from wsgiref.types import WSGIApplication, WSGIEnvironment
-from wsgiref.util import FileWrapper, setup_testing_defaults
+from wsgiref.util import FileWrapper
 from wsgiref.validate import validator
 
 import bottle  # type: ignore[import-untyped]
 import falcon
 import pytest
+from apps import Server, close_body, duration_points, http_get, make_environ, run, serve_wsgiref, wait_until
 from framework_apps import BLOB, BUILDERS, CHUNKS, FalconBoom, Providers, configure_django
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pyramid.config import Configurator  # type: ignore[import-untyped]
 from pyramid.response import Response as PyramidResponse  # type: ignore[import-untyped]
-from typing_extensions import override
 
 from otel_wsgi import wrap
 from otel_wsgi.integrations import bottle as otel_bottle
@@ -43,8 +37,6 @@ from otel_wsgi.integrations._options import WrapOptions
 from otel_wsgi.integrations.django import http_route
 
 FRAMEWORKS: Final = sorted(BUILDERS)
-#: How long a wait for a server or a span may take before the test fails (never asserted on).
-DEADLINE: Final = 10.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,63 +49,7 @@ def providers(provider: TracerProvider, meter_provider: MeterProvider) -> Provid
     return Providers(provider, meter_provider)
 
 
-# --- driving ---
-
-
-@dataclass
-class Result:
-    """What the client got (the last status, the body) or the exception the app let through."""
-
-    status: int | None = None
-    body: bytes = b""
-    error: BaseException | None = None
-
-
-def _environ(path_info: str, script_name: str = "", file_wrapper: bool = False) -> WSGIEnvironment:
-    environ: WSGIEnvironment = {"PATH_INFO": path_info, "SCRIPT_NAME": script_name, "QUERY_STRING": ""}
-    setup_testing_defaults(environ)
-    if file_wrapper:
-        environ["wsgi.file_wrapper"] = FileWrapper
-    return environ
-
-
-def _close(body: Iterable[bytes]) -> None:
-    close: Callable[[], object] = getattr(body, "close")  # noqa: B009  (the validator's iterator has one)
-    close()
-
-
-def call(app: WSGIApplication, environ: WSGIEnvironment) -> Result:
-    """Call the app as a server would, through `wsgiref.validate`; iterate and close the body."""
-    result = Result()
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        result.status = int(status[:3])
-        return lambda data: None
-
-    try:
-        body = validator(app)(environ, start_response)
-    except Exception as exc:
-        result.error = exc
-        return result
-    try:
-        result.body = b"".join(body)
-    finally:
-        _close(body)
-    return result
-
-
-def duration_points(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "http.server.request.duration"
-        for point in metric.data.data_points
-        if isinstance(point, HistogramDataPoint)
-    ]
+# --- checking ---
 
 
 def check_span(span: ReadableSpan, url_path: str, status: int | None, route: str | None) -> None:
@@ -163,7 +99,7 @@ CASES: Final = [
 
 
 @pytest.mark.parametrize(("framework", "path_info", "status", "body", "error_type"), CASES)
-def test_route_status_error_and_metric(
+def test_each_framework_reports_its_route_status_and_error_on_the_span_and_the_metric(
     providers: Providers,
     exporter: InMemorySpanExporter,
     reader: InMemoryMetricReader,
@@ -174,9 +110,9 @@ def test_route_status_error_and_metric(
     error_type: str | None,
 ) -> None:
     route = ROUTES.get(path_info, {}).get(framework)
-    got = call(BUILDERS[framework](providers, False), _environ(path_info))
+    got = run(validator(BUILDERS[framework](providers, False)), make_environ(PATH_INFO=path_info))
 
-    assert (got.status, got.error) == (status, None)
+    assert got.code == status
     if body is not None:
         assert got.body == body
     (span,) = exporter.get_finished_spans()
@@ -194,21 +130,23 @@ def test_exception_the_framework_lets_through_is_recorded_once(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
     """The framework reports the exception and lets it reach the middleware: one exception event."""
-    got = call(BUILDERS[framework](providers, True), _environ("/raise"))
+    server = Server()
+    with pytest.raises(Exception) as raised:
+        run(validator(BUILDERS[framework](providers, True)), make_environ(PATH_INFO="/raise"), server)
 
-    assert got.status is None and isinstance(got.error, Exception)
+    assert server.status is None
     (span,) = exporter.get_finished_spans()
     check_span(span, "/raise", None, "/raise")
-    check_error(span, type(got.error).__qualname__)
+    check_error(span, type(raised.value).__qualname__)
 
 
 @pytest.mark.parametrize("framework", ["flask", "falcon", "pyramid"])
 def test_exception_an_error_handler_answers_with_a_4xx_is_not_an_error(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
-    got = call(BUILDERS[framework](providers, False), _environ("/invalid"))
+    got = run(validator(BUILDERS[framework](providers, False)), make_environ(PATH_INFO="/invalid"))
 
-    assert (got.status, got.error) == (400, None)
+    assert got.code == 400
     (span,) = exporter.get_finished_spans()
     check_span(span, "/invalid", 400, "/invalid")
     check_error(span, None)
@@ -217,9 +155,9 @@ def test_exception_an_error_handler_answers_with_a_4xx_is_not_an_error(
 def test_django_regex_route_is_reported_without_anchors(
     providers: Providers, exporter: InMemorySpanExporter
 ) -> None:
-    got = call(BUILDERS["django"](providers, False), _environ("/articles/2026/"))
+    got = run(validator(BUILDERS["django"](providers, False)), make_environ(PATH_INFO="/articles/2026/"))
 
-    assert (got.status, got.body) == (200, b"articles of 2026")
+    assert (got.code, got.body) == (200, b"articles of 2026")
     (span,) = exporter.get_finished_spans()
     check_span(span, "/articles/2026/", 200, "/articles/(?P<year>[0-9]{4})/")
 
@@ -237,7 +175,7 @@ HTTP_ROUTE_CASES: Final = [
 
 
 @pytest.mark.parametrize(("route", "expected"), HTTP_ROUTE_CASES)
-def test_django_http_route(route: str, expected: str) -> None:
+def test_django_route_patterns_become_paths_without_regex_anchors(route: str, expected: str) -> None:
     assert http_route(route) == expected
 
 
@@ -245,12 +183,13 @@ def test_django_http_route(route: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_mounted_under_a_script_name(
+def test_mounted_app_reports_the_frameworks_route_and_the_full_url_path(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
-    got = call(BUILDERS[framework](providers, False), _environ("/hello/world", script_name="/api"))
+    environ = make_environ(PATH_INFO="/hello/world", SCRIPT_NAME="/api")
+    got = run(validator(BUILDERS[framework](providers, False)), environ)
 
-    assert (got.status, got.body) == (200, b"hello world")
+    assert (got.code, got.body) == (200, b"hello world")
     (span,) = exporter.get_finished_spans()
     check_span(span, "/api/hello/world", 200, ROUTES["/hello/world"][framework])
 
@@ -263,9 +202,9 @@ def test_bottle_child_mounted_by_its_parent_reports_the_rule_with_the_prefix(
     parent.mount("/child/", child)  # Bottle merges the child's routes into the parent's router
     app = otel_bottle.instrument_app(parent, tracer_provider=providers.tracer)
 
-    got = call(app, _environ("/child/hello/world"))
+    got = run(validator(app), make_environ(PATH_INFO="/child/hello/world"))
 
-    assert (got.status, got.body) == (200, b"hello world")
+    assert (got.code, got.body) == (200, b"hello world")
     (span,) = exporter.get_finished_spans()
     check_span(span, "/child/hello/world", 200, "/child/hello/<name>")
 
@@ -277,9 +216,9 @@ def test_pyramid_traversal_without_a_route_reports_none(
         config.add_view(lambda request: PyramidResponse("edited"), name="edit")
         app = otel_pyramid.instrument_app(config.make_wsgi_app(), tracer_provider=providers.tracer)
 
-    got = call(app, _environ("/edit"))
+    got = run(validator(app), make_environ(PATH_INFO="/edit"))
 
-    assert (got.status, got.body) == (200, b"edited")
+    assert (got.code, got.body) == (200, b"edited")
     (span,) = exporter.get_finished_spans()
     check_span(span, "/edit", 200, None)
 
@@ -298,9 +237,9 @@ def test_falcon_app_with_its_own_error_reporter_calls_ours(
     application = otel_falcon.instrument_app(app, tracer_provider=providers.tracer)
     app.set_error_reporter(my_reporter)  # replaces ours
 
-    got = call(application, _environ("/boom"))
+    got = run(validator(application), make_environ(PATH_INFO="/boom"))
 
-    assert (got.status, reported) == (500, [("RuntimeError", True)])
+    assert (got.code, reported) == (500, [("RuntimeError", True)])
     (span,) = exporter.get_finished_spans()
     check_span(span, "/boom", 500, "/boom")
     check_error(span, "RuntimeError")
@@ -313,21 +252,18 @@ def test_falcon_app_with_its_own_error_reporter_calls_ours(
 def test_streamed_body_ends_the_span_after_the_last_byte(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        statuses.append(status)
-        return lambda data: None
-
-    body = validator(BUILDERS[framework](providers, False))(_environ("/stream"), start_response)
+    server = Server()
+    body = validator(BUILDERS[framework](providers, False))(
+        make_environ(PATH_INFO="/stream"), server.start_response
+    )
     iterator = iter(body)
     chunks = [next(iterator)]
     assert exporter.get_finished_spans() == ()
     chunks.extend(iterator)
     assert exporter.get_finished_spans() == ()  # the last byte is out; the server has not closed yet
-    _close(body)
+    close_body(body)
 
-    assert (statuses, b"".join(chunks)) == (["200 OK"], b"".join(CHUNKS))
+    assert (server.statuses, b"".join(chunks)) == (["200 OK"], b"".join(CHUNKS))
     (span,) = exporter.get_finished_spans()
     check_span(span, "/stream", 200, "/stream")
     check_error(span, None)
@@ -337,19 +273,15 @@ def test_streamed_body_ends_the_span_after_the_last_byte(
 def test_file_response_goes_through_the_servers_file_wrapper(
     providers: Providers, exporter: InMemorySpanExporter, framework: str
 ) -> None:
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        statuses.append(status)
-        return lambda data: None
-
-    body = BUILDERS[framework](providers, False)(_environ("/file", file_wrapper=True), start_response)
+    server = Server()
+    environ = make_environ({"wsgi.file_wrapper": FileWrapper}, PATH_INFO="/file")
+    body = BUILDERS[framework](providers, False)(environ, server.start_response)
     assert isinstance(body, FileWrapper)  # the server's own object, so its sendfile path still applies
     data = b"".join(body)
     assert exporter.get_finished_spans() == ()
     body.close()
 
-    assert (statuses, data) == (["200 OK"], BLOB)
+    assert (server.statuses, data) == (["200 OK"], BLOB)
     (span,) = exporter.get_finished_spans()
     check_span(span, "/file", 200, "/file")
 
@@ -403,9 +335,9 @@ def test_report_routes_without_the_middleware_changes_nothing(path_info: str) ->
     app = bottle.Bottle()
     app.route("/hello/<name>", "GET", lambda name: f"hello {name}")
     app.route("/boom", "GET", _raise)
-    expected = call(app, _environ(path_info))
-    got = call(otel_bottle.report_routes(app), _environ(path_info))
-    assert (got.status, got.body, got.error) == (expected.status, expected.body, None)
+    expected = run(validator(app), make_environ(PATH_INFO=path_info))
+    got = run(validator(otel_bottle.report_routes(app)), make_environ(PATH_INFO=path_info))
+    assert (got.status, got.body) == (expected.status, expected.body)
 
 
 def _raise() -> str:
@@ -415,55 +347,29 @@ def _raise() -> str:
 # --- under a real server ---
 
 
-class _QuietHandler(WSGIRequestHandler):
-    @override
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
-        pass
-
-
 @pytest.fixture
 def served(request: pytest.FixtureRequest, providers: Providers) -> Iterator[int]:
     """Serve the framework named by the test's parameter with a real wsgiref server; yield the port."""
     framework: str = request.param
-    server = make_server("127.0.0.1", 0, BUILDERS[framework](providers, False), handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
+    server = serve_wsgiref(BUILDERS[framework](providers, False))
     try:
-        yield server.server_port
+        yield server.port
     finally:
-        server.shutdown()
-        thread.join(DEADLINE)
-        server.server_close()
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def _spans(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
-    # wsgiref closes the body (ending the span) after sending it: wait for the spans, bounded.
-    deadline = time.monotonic() + DEADLINE
-    while len(exporter.get_finished_spans()) < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return exporter.get_finished_spans()
+        server.stop()
 
 
 @pytest.mark.parametrize("served", ["flask", "django"], indirect=True)
-def test_over_a_real_server(
+def test_under_a_real_server_each_request_ends_one_span_with_its_route_and_port(
     served: int, exporter: InMemorySpanExporter, request: pytest.FixtureRequest
 ) -> None:
     framework = request.node.callspec.params["served"]
-    hello = _get(served, "/hello/world")
-    boom_status, _ = _get(served, "/boom")
-    streamed = _get(served, "/stream")
-    file = _get(served, "/file")
-    spans = sorted(_spans(exporter, 4), key=lambda span: span.start_time or 0)
+    hello = http_get(served, "/hello/world")
+    boom_status, _ = http_get(served, "/boom")
+    streamed = http_get(served, "/stream")
+    file = http_get(served, "/file")
+    # wsgiref closes the body (ending the span) after sending it: wait for the spans, bounded.
+    wait_until(lambda: len(exporter.get_finished_spans()) >= 4, "4 spans")
+    spans = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time or 0)
 
     assert (hello, boom_status, streamed, file) == (
         (200, b"hello world"),

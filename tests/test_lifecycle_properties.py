@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from apps import metric_counts
 from faults import (
     EndedSpans,
     Fault,
@@ -26,7 +27,6 @@ from faults import (
     RaisingPropagator,
     RaisingSampler,
     TelemetryError,
-    metric_counts,
 )
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
@@ -36,7 +36,16 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from scripted import AppScript, BodyKind, ErrorKind, Played, RaisePlace, ScriptedApp, ServerScript, serve
+from scripted import (
+    AppScript,
+    BodyKind,
+    ErrorKind,
+    RaisePlace,
+    ScriptedApp,
+    ServerScript,
+    Transcript,
+    transcript,
+)
 from typing_extensions import override
 
 from otel_wsgi import Config, wrap
@@ -83,9 +92,9 @@ def tracer_works(fault: Fault) -> bool:
 
 @dataclass
 class Outcome:
-    bare: Played
+    bare: Transcript
     bare_closes: int
-    traced: Played
+    traced: Transcript
     traced_closes: int
     ended: int
     context_restored: bool
@@ -140,7 +149,7 @@ def wrap_options(fault: Fault, tracer_provider: TracerProvider, meters: MeterPro
 def play(script: AppScript, server: ServerScript, fault: Fault) -> Outcome:
     """Serve the script bare, then wrapped with `fault` in the telemetry pipeline."""
     bare_app = ScriptedApp(script)
-    bare = serve(bare_app, bare_app, server)
+    bare = transcript(bare_app, bare_app, server)
     ended = EndedSpans()
     tracer_provider = TracerProvider(sampler=RaisingSampler() if fault == "sampler" else ALWAYS_ON)
     tracer_provider.add_span_processor(ended)
@@ -155,7 +164,9 @@ def play(script: AppScript, server: ServerScript, fault: Fault) -> Outcome:
     gc.disable()
     try:
         with logs_as_text():
-            traced = serve(wrap(scripted, **wrap_options(fault, tracer_provider, meters)), scripted, server)
+            traced = transcript(
+                wrap(scripted, **wrap_options(fault, tracer_provider, meters)), scripted, server
+            )
         freed_without_gc = traced.environ() is None
     finally:
         gc.enable()
@@ -168,7 +179,7 @@ def play(script: AppScript, server: ServerScript, fault: Fault) -> Outcome:
     )  # fmt: skip
 
 
-def app_exception_reached_the_server(played: Played) -> bool:
+def app_exception_reached_the_server(played: Transcript) -> bool:
     return any(event[0] == "raised" and event[2] != "Abort" for event in played.events)
 
 

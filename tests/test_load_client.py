@@ -49,7 +49,9 @@ CASES: Final = [
 
 
 @pytest.mark.parametrize(("sent", "spans", "expected", "ok"), CASES)
-def test_check(sent: list[Sent], spans: list[dict[str, object]], expected: Report, ok: bool) -> None:
+def test_checker_finds_every_way_a_span_can_fail_to_pair_with_its_request(
+    sent: list[Sent], spans: list[dict[str, object]], expected: Report, ok: bool
+) -> None:
     report = check(sent, spans)
 
     assert report == expected

@@ -12,10 +12,20 @@ import gc
 import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 import pytest
-from apps import ClosingResult, Server, make_environ
+from apps import (
+    ClosingResult,
+    Failures,
+    Server,
+    WeakEnviron,
+    close_body,
+    list_app,
+    make_environ,
+    raising_app,
+    result_app,
+)
 from faults import DiscardingExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -46,11 +56,6 @@ def client_chosen(n: int) -> dict[str, object]:
     return {**ordinary(n), "REQUEST_METHOD": f"M{n}", "HTTP_X_FORWARDED_PROTO": f"s{n}"}
 
 
-def hello(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hello"]
-
-
 @pytest.fixture
 def pipeline() -> Iterator[tuple[WSGIApplication, InMemoryMetricReader]]:
     tracer_provider = TracerProvider()
@@ -58,7 +63,15 @@ def pipeline() -> Iterator[tuple[WSGIApplication, InMemoryMetricReader]]:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     config = Config(capture_all_methods=True, forwarded_headers=True)
-    yield wrap(hello, config=config, tracer_provider=tracer_provider, meter_provider=meter_provider), reader
+    yield (
+        wrap(
+            list_app([b"hello"]),
+            config=config,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        ),
+        reader,
+    )
     tracer_provider.shutdown()
     meter_provider.shutdown()
 
@@ -68,7 +81,7 @@ def serve_batch(app: WSGIApplication, variation: Variation, first: int) -> None:
         body = app(make_environ(variation(n)), Server().start_response)
         for _ in body:
             pass
-        getattr(body, "close")()  # noqa: B009  (the middleware's body always has one)
+        close_body(body)
 
 
 def growth_of_second_batch(app: WSGIApplication, reader: InMemoryMetricReader, variation: Variation) -> int:
@@ -106,31 +119,23 @@ def test_memory_stays_flat_with_client_chosen_methods_and_schemes(
 # --- nothing of a request outlives it ---
 
 
-class Environ(dict[str, object]):
-    """A dict that can be weakly referenced."""
-
-
-class RequestError(Exception):
-    pass
-
-
 def request_leftovers(
     where: str, tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> list[str]:
     """Serve one request that fails at `where` (or nowhere), drop every reference the server holds,
     and return what is still alive without help from the cyclic GC: environ, body, exception."""
-    error = RequestError("boom")
+    error = Failures.AppError("boom")
     result = ClosingResult(
         next_error=error if where == "iteration" else None, close_error=error if where == "close" else None
     )
-    environ = Environ(make_environ())
+    environ = WeakEnviron(make_environ())
     alive: dict[str, Callable[[], object]] = {
         "environ": weakref.ref(environ),
         "body": weakref.ref(result),
         "exception": weakref.ref(error),
     }
     app = wrap(
-        app_failing_at_call(error) if where == "call" else app_returning(result),
+        raising_app(error) if where == "call" else result_app(result),
         config=Config(),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -145,36 +150,20 @@ def request_leftovers(
         gc.enable()
 
 
-def app_failing_at_call(error: BaseException) -> WSGIApplication:
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        start_response("200 OK", [])
-        raise error
-
-    return app
-
-
-def app_returning(result: ClosingResult) -> WSGIApplication:
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> ClosingResult:
-        start_response("200 OK", [])
-        return result
-
-    return app
-
-
 def serve_and_drop(app: WSGIApplication, environ: WSGIEnvironment) -> None:
     """Call, iterate and close like a server, swallowing the app's errors as a server logs them."""
     try:
         body = app(environ, Server().start_response)
-    except RequestError:
+    except Failures.AppError:
         return
     try:
         for _ in body:
             pass
-    except RequestError:
+    except Failures.AppError:
         pass
     try:
-        getattr(body, "close")()  # noqa: B009
-    except RequestError:
+        close_body(body)
+    except Failures.AppError:
         pass
 
 

@@ -5,24 +5,20 @@ The getter is the one `wrap()` hands its propagator: a propagator that keeps it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from wsgiref.types import StartResponse, WSGIEnvironment
+from wsgiref.types import WSGIEnvironment
 
 import pytest
-from apps import Traced, make_environ, run
+from apps import ExtractOnlyPropagator, Traced, list_app, make_environ, run
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
-    Setter,
-    TextMapPropagator,
     default_getter,
-    default_setter,
 )
 from typing_extensions import override
 
 
-class GetterKeeper(TextMapPropagator):
+class GetterKeeper(ExtractOnlyPropagator):
     """A propagator that keeps each getter `extract` is given, and extracts nothing."""
 
     def __init__(self) -> None:
@@ -35,28 +31,12 @@ class GetterKeeper(TextMapPropagator):
         self.getters.append(getter)  # type: ignore[arg-type]  # wrap() extracts from the environ
         return Context() if context is None else context
 
-    @override
-    def inject(
-        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
-    ) -> None:
-        return None
-
-    @property
-    @override
-    def fields(self) -> set[str]:
-        return set()
-
-
-def ok(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    start_response("200 OK", [])
-    return [b"ok"]
-
 
 @pytest.fixture
 def getter(traced: Traced) -> Getter[WSGIEnvironment]:
     """The getter the middleware gives its propagator (one request, through `wrap()`)."""
     keeper = GetterKeeper()
-    run(traced(ok, propagator=keeper), make_environ())
+    run(traced(list_app(), propagator=keeper), make_environ())
     (kept,) = keeper.getters
     return kept
 

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import pytest
-from apps import Server, list_app, make_environ, raising_app, run
+from apps import Server, Traced, active_series, list_app, make_environ, metric_counts, raising_app, run
 from faults import (
     HistogramFaultMeterProvider,
     HostileError,
     RaisingProcessor,
     TelemetryError,
-    active_series,
-    metric_counts,
 )
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -55,10 +53,9 @@ def test_processor_raising_on_end_still_balances_active_requests_and_records_the
 
 @pytest.mark.xfail(strict=True, reason="active_requests keeps a zero series per client-chosen method forever")
 def test_finished_requests_with_client_chosen_methods_leave_no_active_series(
-    provider: TracerProvider, meter_provider: MeterProvider, reader: InMemoryMetricReader
+    traced: Traced, reader: InMemoryMetricReader
 ) -> None:
-    config = Config(capture_all_methods=True, forwarded_headers=True)
-    app = wrap(list_app(), config=config, tracer_provider=provider, meter_provider=meter_provider)
+    app = traced(list_app(), config=Config(capture_all_methods=True, forwarded_headers=True))
     for n in range(50):
         run(app, make_environ({"REQUEST_METHOD": f"JUNK{n}", "HTTP_X_FORWARDED_PROTO": f"s{n}"}))
     client_chosen = [attrs for attrs, _ in active_series(reader) if attrs[sc.HTTP_REQUEST_METHOD] != "GET"]
@@ -66,13 +63,10 @@ def test_finished_requests_with_client_chosen_methods_leave_no_active_series(
 
 
 def test_exception_whose_str_raises_reaches_the_server_and_the_request_finishes(
-    provider: TracerProvider,
-    exporter: InMemorySpanExporter,
-    meter_provider: MeterProvider,
-    reader: InMemoryMetricReader,
+    traced: Traced, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
 ) -> None:
     error = HostileError()
-    app = wrap(raising_app(error), config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    app = traced(raising_app(error))
     with pytest.raises(HostileError) as raised:
         app(make_environ(), Server().start_response)
     assert raised.value is error
@@ -93,16 +87,11 @@ def long_message_app(environ: WSGIEnvironment, start_response: StartResponse) ->
 @pytest.mark.xfail(strict=True, reason="span name, status description and exception event are not bounded")
 @pytest.mark.parametrize("app", [long_route_app, long_message_app], ids=["long-route", "1MB-message"])
 def test_text_outside_attributes_is_bounded_too(
-    provider: TracerProvider,
-    exporter: InMemorySpanExporter,
-    meter_provider: MeterProvider,
-    app: WSGIApplication,
+    traced: Traced, exporter: InMemorySpanExporter, app: WSGIApplication
 ) -> None:
     limit = 100
-    config = Config(max_attribute_length=limit)
-    traced = wrap(app, config=config, tracer_provider=provider, meter_provider=meter_provider)
     try:
-        run(traced, make_environ())
+        run(traced(app, config=Config(max_attribute_length=limit)), make_environ())
     except RuntimeError:
         pass
     (span,) = exporter.get_finished_spans()
@@ -113,7 +102,7 @@ def test_text_outside_attributes_is_bounded_too(
 
 @pytest.mark.xfail(strict=True, reason="one traceback per wrap(): a later kind of failure is logged at DEBUG")
 def test_each_kind_of_failure_is_logged_once_with_its_traceback(
-    provider: TracerProvider, meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
+    traced: Traced, meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     failures: list[TelemetryError] = []
 
@@ -123,12 +112,8 @@ def test_each_kind_of_failure_is_logged_once_with_its_traceback(
             raise failures[0]
 
     caplog.set_level(logging.DEBUG, logger="otel_wsgi")
-    app = wrap(
-        list_app(),
-        config=Config(),
-        tracer_provider=provider,
-        meter_provider=HistogramFaultMeterProvider(meter_provider),
-        request_hook=request_hook,
+    app = traced(
+        list_app(), meter_provider=HistogramFaultMeterProvider(meter_provider), request_hook=request_hook
     )
     for _ in range(3):
         run(app, make_environ())
@@ -186,20 +171,22 @@ def test_forwarded_host_with_an_invalid_port_is_not_given_the_default_port() -> 
 
 @pytest.mark.xfail(strict=True, reason="Host's name is paired with SERVER_PORT on the span")
 def test_span_of_a_request_whose_host_has_an_invalid_port(
-    provider: TracerProvider, exporter: InMemorySpanExporter, meter_provider: MeterProvider
+    traced: Traced, exporter: InMemorySpanExporter
 ) -> None:
-    app = wrap(list_app(), config=Config(), tracer_provider=provider, meter_provider=meter_provider)
-    run(app, make_environ({"HTTP_HOST": "example.com:99999", "SERVER_NAME": "srv", "SERVER_PORT": "8080"}))
+    run(
+        traced(list_app()),
+        make_environ({"HTTP_HOST": "example.com:99999", "SERVER_NAME": "srv", "SERVER_PORT": "8080"}),
+    )
     (span,) = exporter.get_finished_spans()
     attributes = span.attributes or {}
     assert (attributes.get(sc.SERVER_ADDRESS), attributes.get(sc.SERVER_PORT)) != ("example.com", 8080)
 
 
 def test_known_methods_are_the_only_series_of_ordinary_requests(
-    provider: TracerProvider, meter_provider: MeterProvider, reader: InMemoryMetricReader
+    traced: Traced, reader: InMemoryMetricReader
 ) -> None:
     # The control for the client-chosen case above: known methods, after they finish, report zero.
-    app = wrap(list_app(), config=Config(), tracer_provider=provider, meter_provider=meter_provider)
+    app = traced(list_app())
     for method in sorted(KNOWN_METHODS):
         run(app, make_environ({"REQUEST_METHOD": method}))
     assert sum(value for _, value in active_series(reader)) == 0

@@ -14,20 +14,17 @@ from typing import Final
 
 import pytest
 import span_lines
+from apps import DEADLINE, http_get, in_threads, wait_until
 from load_client import check, read_spans, run_clients
 from matrix_servers import (
-    DEADLINE,
     GEVENT,
     GUNICORN_FILE,
     KINDS,
     Running,
     ServerKind,
-    get,
     gunicorn_command,
     new_query,
-    start,
-    stop,
-    wait_until,
+    serving,
 )
 
 CONCURRENT: Final = 100
@@ -36,11 +33,8 @@ CONCURRENT: Final = 100
 @pytest.fixture(scope="module")
 def gevent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """A gunicorn gevent worker of its own, so its peak of requests in flight is this test's."""
-    process, running = start(GEVENT, tmp_path_factory.mktemp("gevent-concurrency"))
-    try:
+    with serving(GEVENT, tmp_path_factory.mktemp("gevent-concurrency")) as running:
         yield running
-    finally:
-        stop(process)
 
 
 def test_gevent_greenlets_keep_their_own_context(gevent_server: Running) -> None:
@@ -64,16 +58,13 @@ def test_gevent_greenlets_keep_their_own_context(gevent_server: Running) -> None
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=call, args=(query,)) for query in parents]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE)
+    in_threads(call, parents)
     spans = {query: gevent_server.span(query) for query in parents}
     # A request without traceparent, after them all, in the same worker: a root span of a new trace.
     root_query = new_query("no-parent")
-    status, root_body = get(gevent_server.port, f"/gevent?{root_query}")
+    status, root_body = http_get(gevent_server.port, f"/gevent?{root_query}")
     root = gevent_server.span(root_query)
+    gevent_server.wait_until_idle()
     snapshot = gevent_server.metrics()
 
     assert len(bodies) == CONCURRENT
@@ -117,12 +108,9 @@ LOAD_KINDS: Final = [
 def test_small_load_pairs_every_span_with_its_request(kind: ServerKind, tmp_path: Path) -> None:
     """8 keep-alive clients x 25 requests, each with its own traceparent: one span per request, each with
     its own request's parent and path (the by-hand load script runs the same client at a large size)."""
-    process, running = start(kind, tmp_path)
-    try:
+    with serving(kind, tmp_path) as running:
         sent = run_clients(running.port, clients=8, requests=25, path="/hello")
         wait_until(lambda: check(sent, read_spans(running.events)).ok, "every span of the load")
-    finally:
-        stop(process)
     report = check(sent, read_spans(running.events))
 
     assert (report.sent, report.answered, report.spans) == (200, 200, 200)

@@ -18,20 +18,9 @@ from typing import Final
 
 import pytest
 import span_lines
-from matrix_servers import (
-    BLOB_SIZE,
-    DEADLINE,
-    KINDS,
-    Record,
-    Running,
-    ServerKind,
-    get,
-    new_query,
-    start,
-    status_or_none,
-    stop,
-    wait_until,
-)
+from apps import DEADLINE, http_get, wait_until
+from matrix_servers import BLOB_SIZE, KINDS, Running, ServerKind, new_query, serving, status_or_none
+from span_lines import Record
 
 STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(span_lines.STREAM_CHUNKS))
 BASE_METRIC: Final = {"http.request.method": "GET", "url.scheme": "http", "network.protocol.version": "1.1"}
@@ -40,11 +29,8 @@ BASE_METRIC: Final = {"http.request.method": "GET", "url.scheme": "http", "netwo
 @pytest.fixture(scope="module", params=KINDS, ids=[kind.name for kind in KINDS])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     kind: ServerKind = request.param
-    process, running = start(kind, tmp_path_factory.mktemp(kind.name))
-    try:
+    with serving(kind, tmp_path_factory.mktemp(kind.name)) as running:
         yield running
-    finally:
-        stop(process)
 
 
 def _duration_points(snapshot: Record, attributes: dict[str, object]) -> list[Record]:
@@ -89,7 +75,7 @@ CASES: Final = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_route(server: Running, case: Case) -> None:
+def test_each_route_gets_its_status_body_span_and_one_duration_point(server: Running, case: Case) -> None:
     query = new_query(case.path.strip("/"))
     metric_attributes: dict[str, object] = {**BASE_METRIC}
     if case.status_code is not None:
@@ -103,9 +89,13 @@ def test_route(server: Running, case: Case) -> None:
     if case.path == "/boom":
         status, body = status_or_none(server.port, f"{case.path}?{query}"), b""
     else:
-        status, body = get(server.port, f"{case.path}?{query}")
+        status, body = http_get(server.port, f"{case.path}?{query}")
     span = server.span(query)
     wait_until(lambda: len(server.of("closed", query)) >= case.closes, "the app's close()")
+    # The worker records the metrics just after it ends (and so writes) the span: wait for them too.
+    wait_until(
+        lambda: _histogram(server.metrics(), metric_attributes)[0] > before[0], "the request's duration"
+    )
     after = server.metrics()
 
     assert status == (server.kind.on_raise if case.path == "/boom" else case.status)
@@ -134,11 +124,11 @@ def test_route(server: Running, case: Case) -> None:
     assert [p["value"] for p in after["points"] if p["name"] == "http.server.active_requests"] == [0]
 
 
-def test_traceparent_is_the_parent(server: Running) -> None:
+def test_traceparent_header_is_the_spans_parent_and_the_app_sees_its_span(server: Running) -> None:
     query = new_query("traceparent")
     trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
 
-    status, body = get(server.port, f"/hello?{query}", {"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    status, body = http_get(server.port, f"/hello?{query}", {"traceparent": f"00-{trace_id}-{parent_id}-01"})
     span = server.span(query)
 
     assert status == 200
@@ -150,7 +140,7 @@ def test_traceparent_is_the_parent(server: Running) -> None:
 def test_file_download_keeps_the_servers_fast_path(server: Running) -> None:
     """The server is handed its own file object back, and sends the file the way it does without us."""
     query = new_query("sendfile")
-    status, body = get(server.port, f"/file?{query}")
+    status, body = http_get(server.port, f"/file?{query}")
     span = server.span(query)
     (result,) = server.of("result", query)
     sent = [record for record in server.of("sendfile", query) if record["file"] == str(server.blob)]
@@ -185,15 +175,16 @@ def _hang_up_mid_stream(port: int, target: str) -> bytes:
     return received
 
 
-def test_client_disconnect_mid_stream(server: Running) -> None:
+def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(server: Running) -> None:
     query = new_query("disconnect")
     received = _hang_up_mid_stream(server.port, f"/big?{query}")
     span = server.span(query)
     wait_until(lambda: server.of("closed", query) != [], "the app's close()")
     # The worker then serves the next request normally.
     after_query = new_query("after-disconnect")
-    status, _ = get(server.port, f"/hello?{after_query}")
+    status, _ = http_get(server.port, f"/hello?{after_query}")
     after = server.span(after_query)
+    server.wait_until_idle()
 
     assert received.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))  # wsgiref answers in HTTP/1.0
     (closed,) = server.of("closed", query)

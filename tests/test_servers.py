@@ -9,38 +9,34 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgiref.util import FileWrapper
 
 import pytest
-from apps import DEADLINE, Served, http_get, once, serve_wsgiref, wait_until
+from apps import DEADLINE, Served, Traced, http_get, in_threads, once, serve_wsgiref, wait_until
+from matrix_servers import BLOB_SIZE, GUNICORN_FILE, Running, ServerKind, gunicorn_command, serving
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from span_lines import STREAM_CHUNKS, query_of
 from typing_extensions import override
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
 
-from otel_wsgi import Config, set_route, wrap
+from otel_wsgi import set_route
 
-TESTS_DIR: Final = Path(__file__).resolve().parent
-REPO_DIR: Final = TESTS_DIR.parent
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
-BLOB_SIZE: Final = 1 << 20
 
 
 # --- in-process servers ---
@@ -83,7 +79,7 @@ def server(request: pytest.FixtureRequest) -> RealServer:
 
 
 @pytest.fixture
-def serve(server: RealServer) -> Iterator[Callable[[WSGIApplication], Served]]:
+def start_server(server: RealServer) -> Iterator[Callable[[WSGIApplication], Served]]:
     """Start `server` around an app; every server started is stopped after the test."""
     started: list[Served] = []
 
@@ -184,8 +180,8 @@ BODY_CASES: Final = [
 
 @pytest.mark.parametrize(("make_body", "closes_expected"), BODY_CASES)
 def test_every_body_shape_is_served_whole_and_ends_one_span(
-    serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    start_server: Callable[[WSGIApplication], Served],
+    traced: Traced,
     exporter: InMemorySpanExporter,
     make_body: BodyFactory,
     closes_expected: int,
@@ -196,7 +192,7 @@ def test_every_body_shape_is_served_whole_and_ends_one_span(
         set_route(environ, "/shape/{kind}")
         return make_body(start_response, closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = start_server(traced(app))
     status, body = http_get(served.port, "/shape/one?x=1")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -231,8 +227,8 @@ class _LoggedFile(io.FileIO):
 
 def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_ends(
     server: RealServer,
-    serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    start_server: Callable[[WSGIApplication], Served],
+    traced: Traced,
     exporter: InMemorySpanExporter,
     tmp_path: Path,
 ) -> None:
@@ -248,14 +244,14 @@ def test_file_wrapper_is_handed_back_to_the_server_and_closed_before_the_span_en
         )
         return result
 
-    traced = wrap(app, config=Config(), tracer_provider=provider)
+    wrapped = traced(app)
 
     def spy(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        result = traced(environ, start_response)
+        result = wrapped(environ, start_response)
         returned.append((type(result), environ["wsgi.file_wrapper"]))
         return result
 
-    served = serve(spy)
+    served = start_server(spy)
     status, body = http_get(served.port, "/blob")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -280,8 +276,8 @@ RAISE_CASES: Final = [
 
 @pytest.mark.parametrize(("where", "client_status", "closes_expected"), RAISE_CASES)
 def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
-    serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    start_server: Callable[[WSGIApplication], Served],
+    traced: Traced,
     exporter: InMemorySpanExporter,
     where: str,
     client_status: int,
@@ -299,7 +295,7 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _Closing(failing(CHUNKS[:1]), closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = start_server(traced(app))
     raw = _raw_get(served.port, "/fail")
     (span,) = _spans(exporter, 1)
     served.stop()
@@ -316,8 +312,8 @@ def test_app_exception_is_answered_by_the_server_and_ends_an_error_span(
 
 
 def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
-    serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    start_server: Callable[[WSGIApplication], Served],
+    traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
     """Concurrent requests, each with its own `traceparent`: each span's parent is its own header's,
@@ -330,7 +326,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
         start_response("200 OK", [("Content-Type", "text/plain")])
         return current_trace_id()
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = start_server(traced(app))
     parents = {f"{index + 1:032x}": f"{index + 0xA1:016x}" for index in range(4)}
     bodies: dict[str, bytes] = {}
 
@@ -338,11 +334,7 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
         header = f"00-{trace_id}-{parents[trace_id]}-01"
         bodies[trace_id] = http_get(served.port, "/", {"traceparent": header})[1]
 
-    threads = [threading.Thread(target=call, args=(trace_id,)) for trace_id in parents]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE)
+    in_threads(call, parents)
     spans = _spans(exporter, len(parents))
     served.stop()
 
@@ -356,8 +348,8 @@ def test_each_concurrent_request_gets_its_own_traceparent_as_parent(
 
 
 def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
-    serve: Callable[[WSGIApplication], Served],
-    provider: TracerProvider,
+    start_server: Callable[[WSGIApplication], Served],
+    traced: Traced,
     exporter: InMemorySpanExporter,
 ) -> None:
     total = 1024
@@ -373,7 +365,7 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _Closing(chunks(), closes)
 
-    served = serve(wrap(app, config=Config(), tracer_provider=provider))
+    served = start_server(traced(app))
     with socket.create_connection(("127.0.0.1", served.port), timeout=DEADLINE) as sock:
         sock.sendall(b"GET /stream HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         head = b""
@@ -395,16 +387,14 @@ def test_client_disconnect_mid_stream_closes_the_body_and_is_not_an_error(
     assert span.attributes["http.response.status_code"] == 200
 
 
-# --- gunicorn in a subprocess (tests/servers_app.py) ---
+# --- gunicorn in a subprocess (tests/matrix_app.py), under strace where it may trace ---
 
 
 @dataclass(frozen=True)
 class Gunicorn:
-    """A running gunicorn serving tests/servers_app.py, and where it writes what it saw."""
+    """A running gunicorn gthread worker serving tests/matrix_app.py, and strace's log if it runs."""
 
-    port: int
-    events: Path
-    blob: Path
+    server: Running
     strace: Path | None
 
 
@@ -418,34 +408,13 @@ def _strace() -> str | None:
     return path if done.returncode == 0 else None
 
 
-def _listening_port(log: Path, process: subprocess.Popen[bytes]) -> int:
-    """Wait for gunicorn's `Listening at: http://127.0.0.1:PORT` line (it was told to bind port 0)."""
-    found: list[int] = []
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
-        if match is not None:
-            found.append(int(match[1]))
-        return bool(found)
-
-    wait_until(listening, "gunicorn to listen")
-    return found[0]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group this test started (strace, the gunicorn master, its worker)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(DEADLINE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _traced_by(
+    strace: str | None, strace_out: Path, command: Callable[[], list[str]]
+) -> Callable[[], list[str]]:
+    """`command`, run under strace (its sendfile calls logged to `strace_out`) when strace may run."""
+    if strace is None:
+        return command
+    return lambda: [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command()]
 
 
 @pytest.fixture(scope="module")
@@ -453,58 +422,18 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     if importlib.util.find_spec("gunicorn") is None:
         pytest.skip("gunicorn is not installed")
     directory = tmp_path_factory.mktemp("gunicorn")
-    blob, events, log = directory / "blob", directory / "events.jsonl", directory / "gunicorn.log"
-    blob.write_bytes(os.urandom(BLOB_SIZE))
-    events.touch()
-    command = [
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-        "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "5",
-        "--pythonpath", str(TESTS_DIR), "servers_app:app",
-    ]  # fmt: skip
-    strace = _strace()
-    strace_out = directory / "strace.txt" if strace is not None else None
-    if strace is not None:
-        command = [strace, "-f", "--seccomp-bpf", "-e", "trace=sendfile", "-o", str(strace_out), *command]
-    env = {**os.environ, "OTEL_WSGI_TEST_EVENTS": str(events), "OTEL_WSGI_TEST_FILE": str(blob)}
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=REPO_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        port = _listening_port(log, process)
-        # Ready once a request is answered (the worker has imported the app).
-        assert http_get(port, "/hello?ready")[0] == 200, log.read_text()
-        yield Gunicorn(port, events, blob, strace_out)
-    finally:
-        _stop(process)
+    strace, strace_out = _strace(), directory / "strace.txt"
+    gthread = gunicorn_command("-k", "gthread", "--threads", "4")
+    kind = ServerKind("gunicorn-gthread", GUNICORN_FILE, "os", _traced_by(strace, strace_out, gthread))
+    with serving(kind, directory) as server:
+        yield Gunicorn(server, strace_out if strace is not None else None)
 
 
-def _records(events: Path) -> list[dict[str, Any]]:
-    """Every complete line of the events file (a line being appended right now is left for later)."""
-    return [json.loads(line) for line in events.read_text().split("\n")[:-1]]
-
-
-def _query(record: dict[str, Any]) -> object:
-    return record["attributes"].get("url.query") if record["kind"] == "span" else record["query"]
-
-
-def _events(events: Path, kind: str, query: str) -> list[dict[str, Any]]:
-    return [record for record in _records(events) if record["kind"] == kind and _query(record) == query]
-
-
-def _gunicorn_span(server: Gunicorn, query: str) -> dict[str, Any]:
-    """Wait for the span of the request with this query; fail unless there is exactly one."""
-    wait_until(lambda: _events(server.events, "span", query) != [], f"the span of ?{query}")
-    (span,) = _events(server.events, "span", query)
-    assert [record for record in _records(server.events) if record["kind"] == "log"] == []
-    return span
-
-
-#: What servers_app.py's /stream generator yields.
-STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(5))
+#: What matrix_app.py's /stream yields.
+STREAMED: Final = b"".join(f"chunk {index}\n".encode() for index in range(STREAM_CHUNKS))
 
 GUNICORN_CASES: Final = [
-    pytest.param("/hello", 200, b"hello\n", "GET /hello", "UNSET", None, id="list"),
+    pytest.param("/hello", 200, None, "GET /hello", "UNSET", None, id="list"),
     pytest.param("/stream", 200, STREAMED, "GET", "UNSET", None, id="generator"),
     pytest.param("/nope", 404, b"not found\n", "GET", "UNSET", None, id="not-found"),
     pytest.param("/boom", 500, None, "GET", "ERROR", "RuntimeError", id="raises"),
@@ -521,35 +450,37 @@ def test_gunicorn_serves_each_response_kind_with_one_span(
     span_status: str,
     error_type: str | None,
 ) -> None:
+    server = gunicorn.server
     query = f"case={path.strip('/')}"
-    got_status, got_body = http_get(gunicorn.port, f"{path}?{query}")
-    span = _gunicorn_span(gunicorn, query)
+    got_status, got_body = http_get(server.port, f"{path}?{query}")
+    span = server.span(query)
 
     assert got_status == status
-    if body is not None:
-        assert got_body == body
+    if error_type is None:  # /hello answers with the ids of the span it saw as current
+        assert got_body == (body or f"hello {span['trace_id']}-{span['span_id']}\n".encode())
     assert (span["name"], span["span_kind"], span["status"]) == (name, "SERVER", span_status)
     assert span["attributes"]["url.path"] == path
-    assert span["attributes"]["server.port"] == gunicorn.port
+    assert span["attributes"]["server.port"] == server.port
     assert span["attributes"].get("error.type") == error_type
     # gunicorn writes its own 500 for an app that raised: the middleware never saw a status.
     assert span["attributes"].get("http.response.status_code") == (None if error_type else status)
 
 
 def test_gunicorn_file_wrapper_keeps_sendfile(gunicorn: Gunicorn) -> None:
-    query = "case=file"
-    status, body = http_get(gunicorn.port, f"/file?{query}")
-    span = _gunicorn_span(gunicorn, query)
+    server, query = gunicorn.server, "case=file"
+    status, body = http_get(server.port, f"/file?{query}")
+    span = server.span(query)
 
-    assert (status, body == gunicorn.blob.read_bytes()) == (200, True)
+    assert (status, body == server.blob.read_bytes()) == (200, True)
     assert span["status"] == "UNSET"
     assert span["attributes"]["http.response.status_code"] == 200
-    # The middleware handed gunicorn its own FileWrapper (so `isinstance` picks the sendfile path) ...
-    (result,) = _events(gunicorn.events, "result", query)
-    assert (result["type"], result["is_file_wrapper"]) == ("gunicorn.http.wsgi.FileWrapper", True)
+    # The middleware handed gunicorn the very FileWrapper its `wsgi.file_wrapper` made (so `isinstance`
+    # picks the sendfile path) ...
+    (result,) = server.of("result", query)
+    assert (result["type"], result["server_object"], result["file_wrapper"]) == (GUNICORN_FILE, True, True)
     # ... gunicorn closed it (closing the file) once, and the span ended after that close.
-    order = [record["kind"] for record in _records(gunicorn.events) if _query(record) == query]
-    assert order == ["result", "file_closed", "span"]
+    order = [record["kind"] for record in server.records() if query_of(record) == query]
+    assert [kind for kind in order if kind != "sendfile"] == ["result", "closed", "span"]
 
 
 def _sendfile_bytes(strace_out: Path) -> int:
@@ -563,8 +494,8 @@ def test_gunicorn_sends_file_with_sendfile(gunicorn: Gunicorn) -> None:
         pytest.skip("strace is not available (or may not trace) here")
     strace_out = gunicorn.strace
     before = _sendfile_bytes(strace_out)
-    status, body = http_get(gunicorn.port, "/file?case=sendfile")
-    _gunicorn_span(gunicorn, "case=sendfile")
+    status, body = http_get(gunicorn.server.port, "/file?case=sendfile")
+    gunicorn.server.span("case=sendfile")
     wait_until(lambda: _sendfile_bytes(strace_out) >= before + BLOB_SIZE, "sendfile(2) in strace's log")
 
     assert (status, len(body)) == (200, BLOB_SIZE)
