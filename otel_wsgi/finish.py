@@ -13,6 +13,7 @@ from otel_wsgi import semconv as sc
 from otel_wsgi.naming import route_span_name
 from otel_wsgi.types import (
     OTHER,
+    ActiveKey,
     Attributes,
     AttributeValue,
     FinishRecord,
@@ -22,14 +23,18 @@ from otel_wsgi.types import (
     ResponseRecord,
     SpanNamer,
 )
-from otel_wsgi.values import header_pairs
+from otel_wsgi.values import DEFAULT_PORTS, header_pairs
 
 if TYPE_CHECKING:
     from otel_wsgi.config import Config
 
 _NONE: Final[Attributes] = {}
+# What a request counts under once too many client-chosen sets are active at once.
+_OVERFLOW_HEAD: Final = RequestHead(OTHER, OTHER, None)
 
 __all__ = [
+    "active_key",
+    "active_overflow_key",
     "error_description",
     "error_type",
     "finish_record",
@@ -125,6 +130,24 @@ def metric_record(
         )
         old = {key: value for key, value in old_pairs if value is not None}
     return MetricRecord(stable, old)
+
+
+def active_key(head: RequestHead, config: Config) -> ActiveKey:
+    """Return the `http.server.active_requests` set of a request (method and scheme, in the configured
+    names), lasting when configuration bounds it: a known method or `_OTHER`, and `http` or `https`."""
+    pairs: tuple[tuple[str, AttributeValue], ...] = ()
+    if config.semconv != "old":
+        pairs = ((sc.HTTP_REQUEST_METHOD, head.method), (sc.URL_SCHEME, head.scheme))
+    if config.semconv != "stable":
+        pairs += ((sc.OLD_HTTP_METHOD, head.method), (sc.OLD_HTTP_SCHEME, head.scheme))
+    known = head.method == OTHER or head.method in config.known_methods
+    return ActiveKey(pairs, known and head.scheme in DEFAULT_PORTS)
+
+
+def active_overflow_key(config: Config) -> ActiveKey:
+    """Return the set requests count under past the cap on live client-chosen sets: method and scheme
+    `_OTHER` (never lasting: it is forgotten once those requests finish)."""
+    return active_key(_OVERFLOW_HEAD, config)
 
 
 def response_size(response: ResponseRecord | None, sent: int, file_response: bool) -> int:

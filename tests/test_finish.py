@@ -23,6 +23,8 @@ from typing_extensions import override
 from otel_wsgi import Config, set_route
 from otel_wsgi.effects import build_middleware
 from otel_wsgi.finish import (
+    active_key,
+    active_overflow_key,
     error_description,
     error_type,
     finish_record,
@@ -241,6 +243,41 @@ def test_metric_record_leaves_out_what_is_unknown() -> None:
     record = metric_record(RequestHead("GET", "http", None, server=("", None)), None, None, None, DUP)
     assert dict(record.stable) == {"http.request.method": "GET", "url.scheme": "http"}
     assert dict(record.old) == {"http.method": "GET", "http.scheme": "http"}
+
+
+# --- the active-requests set ---
+
+CAPTURE_ALL: Config = Config(capture_all_methods=True, forwarded_headers=True)
+ACTIVE_CASES = [
+    pytest.param(HEAD, STABLE, (("http.request.method", "GET"), ("url.scheme", "https")), True, id="known"),
+    pytest.param(RequestHead(OTHER, "http", None), STABLE,
+                 (("http.request.method", OTHER), ("url.scheme", "http")), True, id="other-method-lasts"),
+    pytest.param(RequestHead("BREW", "http", None), CAPTURE_ALL,
+                 (("http.request.method", "BREW"), ("url.scheme", "http")), False, id="captured-method"),
+    pytest.param(RequestHead("GET", "gopher", None), CAPTURE_ALL,
+                 (("http.request.method", "GET"), ("url.scheme", "gopher")), False, id="forwarded-scheme"),
+    pytest.param(HEAD, OLD, (("http.method", "GET"), ("http.scheme", "https")), True, id="old"),
+    pytest.param(HEAD, DUP, (("http.request.method", "GET"), ("url.scheme", "https"), ("http.method", "GET"),
+                             ("http.scheme", "https")), True, id="dup"),
+    pytest.param(RequestHead("PURGE", "http", None), Config(known_methods=frozenset({"PURGE"})),
+                 (("http.request.method", "PURGE"), ("url.scheme", "http")), True, id="configured-method"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("head", "config", "attributes", "lasting"), ACTIVE_CASES)
+def test_active_key_is_method_and_scheme_lasting_only_when_configuration_bounds_it(
+    head: RequestHead, config: Config, attributes: tuple[tuple[str, AttributeValue], ...], lasting: bool
+) -> None:
+    key = active_key(head, config)
+    assert (key.attributes, key.lasting) == (attributes, lasting)
+
+
+@pytest.mark.parametrize("config", [STABLE, OLD, DUP])
+def test_active_overflow_key_is_other_and_never_lasts(config: Config) -> None:
+    key = active_overflow_key(config)
+    assert {value for _, value in key.attributes} == {OTHER}
+    assert [name for name, _ in key.attributes] == [name for name, _ in active_key(HEAD, config).attributes]
+    assert not key.lasting
 
 
 # --- finish_record ---
