@@ -109,7 +109,7 @@ class _Shell:
         self.request_hook, self.response_hook = hooks
         self.metrics = metrics
         self.naming = naming
-        self.warned = False
+        self.warned: set[str] = set()
         # Without response header capture, a response's attributes depend on its status line only, so a
         # finish record without an exception depends on the head, the status line and the route only;
         # without body sizes either, so does the whole response record.
@@ -120,9 +120,10 @@ class _Shell:
         self.finishes: dict[tuple[object, ...], FinishRecord] | None = {} if status_only else None
 
     def log_failure(self, what: str) -> None:
-        """Log a failure of a hook or of our own code: a traceback the first time, then at DEBUG."""
-        level = logging.DEBUG if self.warned else logging.ERROR
-        self.warned = True
+        """Log a failure of a hook or of our own code: a traceback the first time this kind fails (per
+        `wrap()`), then at DEBUG, so a persistent failure cannot flood the log nor hide another kind."""
+        level = logging.DEBUG if what in self.warned else logging.ERROR
+        self.warned.add(what)  # a handful of fixed names: the set stays small
         _LOGGER.log(level, "otel_wsgi: %s failed; the app's response is unaffected", what, exc_info=True)
 
     def begin(self, environ: WSGIEnvironment, start: int) -> TracedRequest | None:
@@ -259,9 +260,14 @@ class TracedRequest:
                 context.detach(token)
 
     def finish(self) -> None:
-        """End the span and record the metrics with the request's finish record; never raises."""
+        """End the span and record the metrics with the request's finish record; never raises.
+
+        Three guarded steps, so a failing one (a processor whose `on_end` raises makes `span.end()`
+        raise) cannot skip the next: the request always leaves the active count.
+        """
         end = time.time_ns()
         span, metrics = self.span, self.metrics
+        record = None
         try:
             recording = span.is_recording()
             record = self.shell.finish_for(self) if recording or metrics is not None else None
@@ -269,17 +275,20 @@ class TracedRequest:
                 _apply(span, record)
         except Exception:
             self.shell.log_failure("span attributes")
-            record = None
         try:
             span.end(end_time=end)
-            if metrics is not None and record is not None:
+        except Exception:
+            self.shell.log_failure("span end")
+        if metrics is not None:
+            try:
                 sizes = None
                 if self.config.body_size_metrics:
                     facts = self.facts
                     sizes = (self.head.length, response_size(facts.response, facts.sent, facts.file_response))
-                metrics.end(self.active, record.metric, self.start, end, self.context, sizes)
-        except Exception:
-            self.shell.log_failure("span end or metrics")
+                metrics.end(self.active, None if record is None else record.metric, self.start, end,
+                            self.context, sizes)  # fmt: skip
+            except Exception:
+                self.shell.log_failure("metrics")
 
 
 class _StartResponse:
