@@ -18,6 +18,7 @@ from otel_wsgi.pure import (
     environ_header_name,
     header_environ_key,
     header_pairs,
+    parse_host,
     parse_status,
     request_attributes,
     request_head,
@@ -192,6 +193,8 @@ def host_target(data: bytes) -> None:
     check(port is None or 0 < port < 65536, "port out of range", host)
     check(address is None or "@" not in address, "userinfo kept", host)
     check(address is not None or port is None, "a port without an address", host)
+    parsed = parse_host(host)
+    check(parsed is None or parsed == (address, port), "parse_host and split_host disagree", host)
 
 
 def url_target(data: bytes) -> None:

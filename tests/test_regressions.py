@@ -152,15 +152,7 @@ INVALID_PORT_CASES: list[tuple[str, set[tuple[object, object]]]] = [
     ("example.com:0", {("example.com", None), ("srv", 8080)}),
     ("example.com:80x", {("example.com", None), ("srv", 8080)}),
 ]
-HOST_PARAMS = [pytest.param(host, pairs, id=host) for host, pairs in HOST_CASES] + [
-    pytest.param(
-        host,
-        pairs,
-        id=host,
-        marks=pytest.mark.xfail(strict=True, reason="Host's name is paired with SERVER_PORT"),
-    )
-    for host, pairs in INVALID_PORT_CASES
-]
+HOST_PARAMS = [pytest.param(host, pairs, id=host) for host, pairs in HOST_CASES + INVALID_PORT_CASES]
 
 
 def server_pair(host: str) -> tuple[object, object]:
@@ -174,14 +166,12 @@ def test_server_address_and_port_come_from_one_source(host: str, pairs: set[tupl
     assert server_pair(host) in pairs
 
 
-@pytest.mark.xfail(strict=True, reason="X-Forwarded-Host's name is paired with the scheme's default port")
 def test_forwarded_host_with_an_invalid_port_is_not_given_the_default_port() -> None:
     environ = make_environ({"HTTP_X_FORWARDED_HOST": "example.com:99999", "SERVER_PORT": "8080"})
     attributes = request_record(environ, Config(forwarded_headers=True)).attributes
     assert (attributes.get(sc.SERVER_ADDRESS), attributes.get(sc.SERVER_PORT)) != ("example.com", 80)
 
 
-@pytest.mark.xfail(strict=True, reason="Host's name is paired with SERVER_PORT on the span")
 def test_span_of_a_request_whose_host_has_an_invalid_port(
     provider: TracerProvider, exporter: InMemorySpanExporter, meter_provider: MeterProvider
 ) -> None:
