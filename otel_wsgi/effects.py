@@ -28,7 +28,7 @@ from typing_extensions import override
 from otel_wsgi._version import __version__
 from otel_wsgi.body import counting_write, response_body
 from otel_wsgi.config import Config
-from otel_wsgi.finish import finish_record, response_size, traceresponse
+from otel_wsgi.finish import error_record, exception_event, finish_record, response_size, traceresponse
 from otel_wsgi.lazy import LazyAttributes
 from otel_wsgi.metrics import Metrics, metrics_for
 from otel_wsgi.naming import ROUTE_NAMING
@@ -36,6 +36,7 @@ from otel_wsgi.pure import environ_header_name, header_environ_key, request_head
 from otel_wsgi.types import (
     SCHEMA_URL,
     AttributeValue,
+    ErrorRecord,
     FinishRecord,
     Naming,
     OptExcInfo,
@@ -140,6 +141,8 @@ class _Shell:
         kind = SpanKind.INTERNAL if nested else SpanKind.SERVER
         attributes = LazyAttributes(environ, config, head)  # built only if the sampler or the span reads them
         name = naming.name(head, None)
+        if naming.reads_path:  # `{METHOD} {path}`: the path gives way so the name fits the limit too
+            name = name[: config.max_attribute_length]
         span = self.tracer.start_span(name, parent, kind, attributes, links, start_time=start)
         if span.is_recording():
             # A tracer that kept the mapping unread must not see the app's edits to the environ.
@@ -205,7 +208,7 @@ class _Facts:
         self.response: ResponseRecord | None = None
         self.status: str | None = None
         self.route: str | None = None
-        self.error: Exception | None = None
+        self.error: ErrorRecord | None = None
         self.sent = 0
         self.closed = self.file_response = False
 
@@ -230,14 +233,25 @@ class TracedRequest:
             self.shell.log_failure("request_hook")
 
     def fail(self, exc: BaseException) -> None:
-        """Record an exception from the app; a BaseException (exit, interrupt) is not an error."""
-        if isinstance(exc, Exception) and self.facts.error is None:
-            self.facts.error = exc
-            if self.span.is_recording():
-                try:
-                    self.span.record_exception(exc)
-                except Exception:  # the SDK calls str(exc), which a hostile exception makes raise
-                    self.shell.log_failure("exception event")
+        """Record an exception from the app; a BaseException (exit, interrupt) is not an error.
+
+        Only strings are kept (the event's attributes, an `ErrorRecord`), never the exception: its
+        traceback holds the request's frames, so the request would wait for the cyclic GC.
+        """
+        if not isinstance(exc, Exception) or self.facts.error is not None:
+            return
+        limit = self.config.max_attribute_length
+        try:
+            message: str | None = str(exc)
+        except Exception:  # a hostile exception: recorded without its message
+            message = None
+            self.shell.log_failure("exception event")
+        self.facts.error = error_record(exc, message, limit)
+        if self.span.is_recording():
+            try:
+                self.span.add_event("exception", exception_event(exc, message, limit))
+            except Exception:
+                self.shell.log_failure("exception event")
 
     def close(self, inner_close: Callable[[], object] | None) -> None:
         """Call the app's `close` once, then finish the span once, whatever that `close` raises."""

@@ -121,6 +121,19 @@ class MetricRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """What a request keeps of the app's exception: `kind` (`error.type`, the type's qualified name)
+    and `description` (the span status's, `Type: message`, bounded).
+
+    Strings only: the exception's traceback holds the request's frames, and keeping it would tie the
+    environ and the body to a cycle that only the cyclic garbage collector frees.
+    """
+
+    kind: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
 class ActiveKey:
     """The attribute set a request counts under in `http.server.active_requests`, as (name, value) pairs
     (hashable: the in-process count is keyed by it), and whether it lasts at zero.

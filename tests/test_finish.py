@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from typing_extensions import override
@@ -25,8 +25,12 @@ from otel_wsgi.effects import build_middleware
 from otel_wsgi.finish import (
     active_key,
     active_overflow_key,
+    bounded_text,
     error_description,
+    error_record,
     error_type,
+    exception_event,
+    exception_message,
     finish_record,
     metric_record,
     response_size,
@@ -35,7 +39,7 @@ from otel_wsgi.finish import (
 )
 from otel_wsgi.naming import PATH_NAMING, ROUTE_NAMING, path_span_name, route_span_name
 from otel_wsgi.pure import request_head, response_record
-from otel_wsgi.types import OTHER, AttributeValue, RequestHead, ResponseRecord, Scope
+from otel_wsgi.types import OTHER, AttributeValue, ErrorRecord, RequestHead, ResponseRecord, Scope
 
 STABLE: Config = Config()
 OLD: Config = Config(semconv="old")
@@ -177,6 +181,86 @@ DESCRIPTION_CASES = [
 @pytest.mark.parametrize(("error", "expected"), DESCRIPTION_CASES)
 def test_error_description(error: Exception, expected: str) -> None:
     assert error_description(error) == expected
+
+
+# --- what is kept of an exception, and its event: bounded text, no exception object ---
+
+ERROR_RECORD_CASES = [
+    pytest.param(ValueError("bad"), "bad", 100, ErrorRecord("ValueError", "ValueError: bad"), id="message"),
+    pytest.param(Boom.Inner("x"), "x", 100, ErrorRecord("Boom.Inner", "Inner: x"), id="qualified-kind"),
+    pytest.param(Unprintable(), None, 100, ErrorRecord("Unprintable", "Unprintable"), id="str-raised"),
+    pytest.param(
+        RuntimeError(),
+        "y" * 50,
+        20,
+        ErrorRecord("RuntimeError", ("RuntimeError: " + "y" * 50)[:20]),
+        id="cut",
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "message", "limit", "expected"), ERROR_RECORD_CASES)
+def test_error_record(error: Exception, message: str | None, limit: int, expected: ErrorRecord) -> None:
+    assert error_record(error, message, limit) == expected
+
+
+def test_exception_message_is_none_when_str_raises() -> None:
+    assert (exception_message(ValueError("v")), exception_message(Unprintable())) == ("v", None)
+
+
+BOUNDED_CASES = [
+    pytest.param("short", 10, "short", id="fits"),
+    pytest.param("0123456789", 10, "0123456789", id="exactly"),
+    # The room left by the 5-character cut mark: the start gets the larger half, the end the other.
+    pytest.param("abcdefghijklmnop", 11, "abc\n...\nnop", id="start-and-end"),
+    pytest.param("abcdefghijklmnop", 12, "abcd\n...\nnop", id="start-gets-the-odd-one"),
+    pytest.param("abcdefghijklmnop", 6, "abcdef", id="no-room-for-the-cut-mark"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), BOUNDED_CASES)
+def test_bounded_text(text: str, limit: int, expected: str) -> None:
+    assert bounded_text(text, limit) == expected
+    assert len(bounded_text(text, limit)) <= limit
+
+
+def raised(error: Exception) -> Exception:
+    try:
+        raise error
+    except Exception as caught:
+        return caught
+
+
+def test_exception_event_is_what_the_sdk_records_when_it_fits(provider: TracerProvider) -> None:
+    error = raised(Boom.Inner("it broke"))
+    span = provider.get_tracer("t").start_span("s")
+    span.record_exception(error)
+    span.end()
+    assert isinstance(span, ReadableSpan)
+    (event,) = span.events
+    assert dict(exception_event(error, str(error), 100_000)) == dict(event.attributes or {})
+
+
+def test_exception_event_is_bounded() -> None:
+    error = raised(RuntimeError("x" * 1_000_000))
+    event = exception_event(error, str(error), 200)
+    assert {key: len(str(value)) <= 200 for key, value in event.items()} == dict.fromkeys(event, True)
+    stacktrace = str(event["exception.stacktrace"])
+    assert stacktrace.startswith("Traceback (most recent call last):") and "\n...\n" in stacktrace
+    assert event["exception.type"] == "RuntimeError"
+
+
+def test_exception_event_of_an_unprintable_exception_has_no_message() -> None:
+    event = exception_event(raised(Unprintable()), None, 4096)
+    assert "exception.message" not in event
+    assert str(event["exception.type"]).endswith("Unprintable")
+
+
+def test_finish_record_bounds_the_span_name_and_the_description() -> None:
+    config = Config(max_attribute_length=12)
+    record = finish_record(HEAD, "/segment" * 10, None, ValueError("m" * 100), config)
+    assert record.span_name == ("GET " + "/segment" * 10)[:12]
+    assert record.description == ("ValueError: " + "m" * 100)[:12]
 
 
 def test_response_size_is_the_bytes_sent_unless_the_server_sends_a_file() -> None:
