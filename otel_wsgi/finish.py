@@ -123,8 +123,8 @@ def exception_message(error: BaseException) -> str | None:
 
 def error_record(error: BaseException, message: str | None, limit: int) -> ErrorRecord:
     """Return what a request keeps of its exception, given `message` (its `str()`, None if that
-    raised): the `error.type` and the status description cut to `limit`."""
-    return ErrorRecord(type(error).__qualname__, _description(error, message)[:limit])
+    raised): the `error.type` and the status description, each cut to `limit`."""
+    return ErrorRecord(type(error).__qualname__[:limit], _description(error, message)[:limit])
 
 
 def exception_event(error: BaseException, message: str | None, limit: int) -> Attributes:

@@ -189,6 +189,8 @@ ERROR_RECORD_CASES = [
     pytest.param(ValueError("bad"), "bad", 100, ErrorRecord("ValueError", "ValueError: bad"), id="message"),
     pytest.param(Boom.Inner("x"), "x", 100, ErrorRecord("Boom.Inner", "Inner: x"), id="qualified-kind"),
     pytest.param(Unprintable(), None, 100, ErrorRecord("Unprintable", "Unprintable"), id="str-raised"),
+    pytest.param(Boom.Inner(), "", 10, ErrorRecord("Boom.Inner", "Inner: "), id="kind-fits-exactly"),
+    pytest.param(Unprintable(), None, 10, ErrorRecord("Unprintabl", "Unprintabl"), id="kind-cut"),
     pytest.param(
         RuntimeError(),
         "y" * 50,
