@@ -228,7 +228,7 @@ def finish_target(data: bytes) -> None:
     """finish_record and exception_event: route, status line and exception message of any length."""
     decoder = Decoder(data)
     config, environ = decoder.config(), decoder.environ()
-    route, status, message = decoder.text(), decoder.text(), decoder.text() * (decoder.byte() % 4 * 200)
+    route, status, message = decoder.text(), decoder.text(), (decoder.text() * 1000)[: decoder.byte() * 100]
     limit = config.max_attribute_length
     try:
         raise RuntimeError(message)
