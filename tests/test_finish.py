@@ -11,6 +11,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
 from apps import make_environ, run
+from faults import metric_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
@@ -39,7 +40,7 @@ from otel_wsgi.finish import (
 )
 from otel_wsgi.naming import PATH_NAMING, ROUTE_NAMING, path_span_name, route_span_name
 from otel_wsgi.pure import request_head, response_record
-from otel_wsgi.types import OTHER, AttributeValue, ErrorRecord, RequestHead, ResponseRecord, Scope
+from otel_wsgi.types import OTHER, AttributeValue, ErrorRecord, Naming, RequestHead, ResponseRecord, Scope
 
 STABLE: Config = Config()
 OLD: Config = Config(semconv="old")
@@ -256,6 +257,41 @@ def test_exception_event_of_an_unprintable_exception_has_no_message() -> None:
     event = exception_event(raised(Unprintable()), None, 4096)
     assert "exception.message" not in event
     assert str(event["exception.type"]).endswith("Unprintable")
+
+
+class UnformattableError(Exception):
+    """An exception the `traceback` module cannot format: its `__notes__` lookup raises."""
+
+    @property
+    def __notes__(self) -> list[str]:
+        raise RuntimeError("no notes")
+
+
+def test_exception_event_without_a_stack_trace_when_it_cannot_be_formatted() -> None:
+    event = exception_event(raised(UnformattableError("m")), "m", 4096)
+    assert set(event) == {"exception.type", "exception.message", "exception.escaped"}
+
+
+def test_a_failing_finish_record_still_ends_the_request_and_leaves_the_active_count(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    reader: InMemoryMetricReader,
+) -> None:
+    def failing_name(head: RequestHead, route: str | None) -> str:
+        if route is not None:
+            raise RuntimeError("naming failed")
+        return head.method
+
+    app = build_middleware(
+        users, config=STABLE, tracer_provider=provider, meter_provider=meter_provider,
+        naming=Naming(failing_name),
+    )  # fmt: skip
+    assert run(app, make_environ({"QUERY_STRING": "route"})) == run(
+        users, make_environ({"QUERY_STRING": "route"})
+    )
+    assert len(exporter.get_finished_spans()) == 1
+    assert metric_counts(reader) == (0, 0)  # no record, so no duration: but no request left active
 
 
 def test_finish_record_bounds_the_span_name_and_the_description() -> None:
