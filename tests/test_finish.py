@@ -259,16 +259,19 @@ def test_exception_event_of_an_unprintable_exception_has_no_message() -> None:
     assert str(event["exception.type"]).endswith("Unprintable")
 
 
-class UnformattableError(Exception):
-    """An exception the `traceback` module cannot format: its `__notes__` lookup raises."""
+def _notes_raise(self: BaseException) -> list[str]:
+    raise RuntimeError("no notes")
 
-    @property
-    def __notes__(self) -> list[str]:
-        raise RuntimeError("no notes")
+
+# An exception the `traceback` module cannot format: its `__notes__` lookup raises (built with `type`, as
+# a class statement may not turn BaseException's writable `__notes__` into a read-only property).
+UnformattableError = type("UnformattableError", (Exception,), {"__notes__": property(_notes_raise)})
 
 
 def test_exception_event_without_a_stack_trace_when_it_cannot_be_formatted() -> None:
-    event = exception_event(raised(UnformattableError("m")), "m", 4096)
+    error = UnformattableError("m")
+    assert isinstance(error, Exception)
+    event = exception_event(raised(error), "m", 4096)
     assert set(event) == {"exception.type", "exception.message", "exception.escaped"}
 
 
