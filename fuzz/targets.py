@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TypeVar
 
 from otel_wsgi.config import Config
+from otel_wsgi.finish import active_key, exception_event, finish_record
 from otel_wsgi.pure import (
     content_length,
     environ_header_name,
     header_environ_key,
     header_pairs,
+    parse_host,
     parse_status,
     request_attributes,
     request_head,
@@ -51,7 +53,7 @@ ENVIRON_KEYS: Final = (
 PORT_KEYS: Final = frozenset(
     {"server.port", "client.port", "network.peer.port", "net.host.port", "net.peer.port"}
 )
-# Below 10 characters the constants `[REDACTED]` and `_OTHER` would not fit: see the README (Reliability).
+# 10 is the smallest limit `Config` accepts (`[REDACTED]` must fit it).
 LIMITS: Final = (10, 11, 16, 64, 4096)
 STATUS_KEYS: Final = frozenset({"http.response.status_code", "http.status_code"})
 
@@ -163,7 +165,7 @@ def request_target(data: bytes) -> None:
     limit = config.max_attribute_length
     check(record.traced == head.traced, "request_record and request_head disagree on tracing")
     check_attributes(record.attributes, limit)
-    check(len(record.span_name) <= max(limit, len("HTTP")), "span name longer than the limit")
+    check(len(record.span_name) <= limit, "span name longer than the limit")
     if head.traced:
         check(request_attributes(environ, config, head) == record.attributes, "two ways, two results")
     untouched(before, environ)
@@ -192,6 +194,8 @@ def host_target(data: bytes) -> None:
     check(port is None or 0 < port < 65536, "port out of range", host)
     check(address is None or "@" not in address, "userinfo kept", host)
     check(address is not None or port is None, "a port without an address", host)
+    parsed = parse_host(host)
+    check(parsed is None or parsed == (address, port), "parse_host and split_host disagree", host)
 
 
 def url_target(data: bytes) -> None:
@@ -220,6 +224,34 @@ def header_target(data: bytes) -> None:
     check(length is None or length >= 0, "negative content length")
 
 
+def finish_target(data: bytes) -> None:
+    """finish_record and exception_event: route, status line and exception message of any length."""
+    decoder = Decoder(data)
+    config, environ = decoder.config(), decoder.environ()
+    route, status, message = decoder.text(), decoder.text(), (decoder.text() * 1000)[: decoder.byte() * 100]
+    limit = config.max_attribute_length
+    try:
+        raise RuntimeError(message)
+    except RuntimeError as caught:
+        error = caught
+    head = request_head(environ, config)
+    record = finish_record(head, route or None, response_record(status, [], config), error, config)
+    check(
+        len(record.span_name or "") <= limit, "span name longer than the limit", len(record.span_name or "")
+    )
+    check(len(record.description or "") <= limit, "status description longer than the limit")
+    check_attributes(record.attributes, limit)
+    check_attributes(exception_event(error, message, limit), limit)
+    check(
+        active_key(head, config).lasting
+        == (
+            head.scheme in ("http", "https")
+            and (head.method == "_OTHER" or head.method in config.known_methods)
+        ),
+        "active set lasts wrongly",
+    )
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "request": request_target,
     "response": response_target,
@@ -227,6 +259,7 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "host": host_target,
     "url": url_target,
     "header": header_target,
+    "finish": finish_target,
 }
 _ORDER: Final = tuple(TARGETS.values())
 

@@ -8,10 +8,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from otel_wsgi.types import KNOWN_METHODS, REDACT_QUERY_PARAMS, SANITIZE_HEADERS, SemconvMode
+from otel_wsgi.types import (
+    KNOWN_METHODS,
+    OTHER,
+    REDACT_QUERY_PARAMS,
+    REDACTED,
+    REDACTED_HEADER,
+    SANITIZE_HEADERS,
+    SemconvMode,
+)
 from otel_wsgi.values import METHOD_TOKEN, header_environ_key
 
 _MODES: Final = ("stable", "old", "dup")
+#: The smallest `max_attribute_length`: the longest value we write ourselves (`[REDACTED]`) must fit it.
+MIN_ATTRIBUTE_LENGTH: Final = max(len(value) for value in (*REDACTED_HEADER, REDACTED, OTHER))
 # A capture entry made only of these characters is a plain header name, looked up directly.
 _LITERAL_NAME: Final = re.compile(r"[0-9A-Za-z_-]+")
 
@@ -34,7 +44,9 @@ class Config:
         known_methods: methods kept as they are; any other becomes `_OTHER`.
         capture_all_methods: keep every method as sent (cardinality risk: off by default).
         redact_query_params: query keys (case-sensitive) whose values become `REDACTED`.
-        max_attribute_length: every string attribute is cut to this many characters.
+        max_attribute_length: every string attribute, span name, status description and exception
+            event attribute is cut to this many characters; at least 10 (`MIN_ATTRIBUTE_LENGTH`), so
+            the values we write ourselves (`[REDACTED]`, `_OTHER`) fit.
         body_size_metrics: also record request and response body sizes.
         trust_remote_context: False starts a new trace linked to the incoming one.
         forwarded_headers: take client, scheme and host from proxy headers (trusted proxies only).
@@ -151,9 +163,9 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+def _check_length(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_ATTRIBUTE_LENGTH:
+        raise ValueError(f"{name}: expected an integer of at least {MIN_ATTRIBUTE_LENGTH}, got {value!r}")
     return value
 
 
@@ -166,7 +178,7 @@ _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "known_methods": _check_methods,
     "capture_all_methods": _check_bool,
     "redact_query_params": _check_set,
-    "max_attribute_length": _check_positive,
+    "max_attribute_length": _check_length,
     "body_size_metrics": _check_bool,
     "trust_remote_context": _check_bool,
     "forwarded_headers": _check_bool,

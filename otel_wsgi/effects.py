@@ -28,7 +28,7 @@ from typing_extensions import override
 from otel_wsgi._version import __version__
 from otel_wsgi.body import counting_write, response_body
 from otel_wsgi.config import Config
-from otel_wsgi.finish import finish_record, response_size, traceresponse
+from otel_wsgi.finish import error_record, exception_event, finish_record, response_size, traceresponse
 from otel_wsgi.lazy import LazyAttributes
 from otel_wsgi.metrics import Metrics, metrics_for
 from otel_wsgi.naming import ROUTE_NAMING
@@ -36,6 +36,7 @@ from otel_wsgi.pure import environ_header_name, header_environ_key, request_head
 from otel_wsgi.types import (
     SCHEMA_URL,
     AttributeValue,
+    ErrorRecord,
     FinishRecord,
     Naming,
     OptExcInfo,
@@ -109,7 +110,7 @@ class _Shell:
         self.request_hook, self.response_hook = hooks
         self.metrics = metrics
         self.naming = naming
-        self.warned = False
+        self.warned: set[str] = set()
         # Without response header capture, a response's attributes depend on its status line only, so a
         # finish record without an exception depends on the head, the status line and the route only;
         # without body sizes either, so does the whole response record.
@@ -120,9 +121,10 @@ class _Shell:
         self.finishes: dict[tuple[object, ...], FinishRecord] | None = {} if status_only else None
 
     def log_failure(self, what: str) -> None:
-        """Log a failure of a hook or of our own code: a traceback the first time, then at DEBUG."""
-        level = logging.DEBUG if self.warned else logging.ERROR
-        self.warned = True
+        """Log a failure of a hook or of our own code: a traceback the first time this kind fails (per
+        `wrap()`), then at DEBUG, so a persistent failure cannot flood the log nor hide another kind."""
+        level = logging.DEBUG if what in self.warned else logging.ERROR
+        self.warned.add(what)  # a handful of fixed names: the set stays small
         _LOGGER.log(level, "otel_wsgi: %s failed; the app's response is unaffected", what, exc_info=True)
 
     def begin(self, environ: WSGIEnvironment, start: int) -> TracedRequest | None:
@@ -139,6 +141,8 @@ class _Shell:
         kind = SpanKind.INTERNAL if nested else SpanKind.SERVER
         attributes = LazyAttributes(environ, config, head)  # built only if the sampler or the span reads them
         name = naming.name(head, None)
+        if naming.reads_path:  # `{METHOD} {path}`: the path gives way so the name fits the limit too
+            name = name[: config.max_attribute_length]
         span = self.tracer.start_span(name, parent, kind, attributes, links, start_time=start)
         if span.is_recording():
             # A tracer that kept the mapping unread must not see the app's edits to the environ.
@@ -204,7 +208,7 @@ class _Facts:
         self.response: ResponseRecord | None = None
         self.status: str | None = None
         self.route: str | None = None
-        self.error: Exception | None = None
+        self.error: ErrorRecord | None = None
         self.sent = 0
         self.closed = self.file_response = False
 
@@ -229,14 +233,25 @@ class TracedRequest:
             self.shell.log_failure("request_hook")
 
     def fail(self, exc: BaseException) -> None:
-        """Record an exception from the app; a BaseException (exit, interrupt) is not an error."""
-        if isinstance(exc, Exception) and self.facts.error is None:
-            self.facts.error = exc
-            if self.span.is_recording():
-                try:
-                    self.span.record_exception(exc)
-                except Exception:  # the SDK calls str(exc), which a hostile exception makes raise
-                    self.shell.log_failure("exception event")
+        """Record an exception from the app; a BaseException (exit, interrupt) is not an error.
+
+        Only strings are kept (the event's attributes, an `ErrorRecord`), never the exception: its
+        traceback holds the request's frames, so the request would wait for the cyclic GC.
+        """
+        if not isinstance(exc, Exception) or self.facts.error is not None:
+            return
+        limit = self.config.max_attribute_length
+        try:
+            message: str | None = str(exc)
+        except Exception:  # a hostile exception: recorded without its message
+            message = None
+            self.shell.log_failure("exception event")
+        self.facts.error = error_record(exc, message, limit)
+        if self.span.is_recording():
+            try:
+                self.span.add_event("exception", exception_event(exc, message, limit))
+            except Exception:
+                self.shell.log_failure("exception event")
 
     def close(self, inner_close: Callable[[], object] | None) -> None:
         """Call the app's `close` once, then finish the span once, whatever that `close` raises."""
@@ -259,9 +274,14 @@ class TracedRequest:
                 context.detach(token)
 
     def finish(self) -> None:
-        """End the span and record the metrics with the request's finish record; never raises."""
+        """End the span and record the metrics with the request's finish record; never raises.
+
+        Three guarded steps, so a failing one (a processor whose `on_end` raises makes `span.end()`
+        raise) cannot skip the next: the request always leaves the active count.
+        """
         end = time.time_ns()
         span, metrics = self.span, self.metrics
+        record = None
         try:
             recording = span.is_recording()
             record = self.shell.finish_for(self) if recording or metrics is not None else None
@@ -269,17 +289,20 @@ class TracedRequest:
                 _apply(span, record)
         except Exception:
             self.shell.log_failure("span attributes")
-            record = None
         try:
             span.end(end_time=end)
-            if metrics is not None and record is not None:
+        except Exception:
+            self.shell.log_failure("span end")
+        if metrics is not None:
+            try:
                 sizes = None
                 if self.config.body_size_metrics:
                     facts = self.facts
                     sizes = (self.head.length, response_size(facts.response, facts.sent, facts.file_response))
-                metrics.end(self.active, record.metric, self.start, end, self.context, sizes)
-        except Exception:
-            self.shell.log_failure("span end or metrics")
+                metrics.end(self.active, None if record is None else record.metric, self.start, end,
+                            self.context, sizes)  # fmt: skip
+            except Exception:
+                self.shell.log_failure("metrics")
 
 
 class _StartResponse:

@@ -35,6 +35,7 @@ from otel_wsgi.values import (
     header_pairs,
     netloc,
     normalize_method,
+    parse_host,
     parse_length,
     parse_port,
     parse_scheme,
@@ -57,6 +58,7 @@ __all__ = [
     "header_environ_key",
     "header_pairs",
     "normalize_method",
+    "parse_host",
     "parse_length",
     "parse_port",
     "parse_status",
@@ -248,15 +250,18 @@ def _scheme(environ: Environ, config: Config) -> str:
 
 
 def _server(environ: Environ, config: Config, scheme: str) -> tuple[str | None, int | None]:
-    """Return the server address and port: Host (or the proxy's host), else SERVER_NAME / SERVER_PORT."""
+    """Return the server address and port: Host (or the proxy's host), else SERVER_NAME / SERVER_PORT.
+
+    A host whose name or port is invalid is not used at all: its name is never paired with another
+    source's port. A valid Host without a port gets SERVER_PORT (the port the request reached).
+    """
     host = _text(environ, "HTTP_HOST")
-    address, port = split_host(host) if host else (None, None)
+    found = parse_host(host) if host else None
     if config.forwarded_headers:
-        proxied, proxied_port = split_host(_proxied(environ, "host", "HTTP_X_FORWARDED_HOST"))
+        proxied = parse_host(_proxied(environ, "host", "HTTP_X_FORWARDED_HOST"))
         if proxied is not None:  # the proxy's host without a port means the scheme's default port
-            address, port = proxied, proxied_port or DEFAULT_PORTS.get(scheme)
-    if address is None:
-        address = _text(environ, "SERVER_NAME") or None
+            found = proxied[0], proxied[1] or DEFAULT_PORTS.get(scheme)
+    address, port = found if found is not None else (_text(environ, "SERVER_NAME") or None, None)
     if port is None and address is not None:
         port = parse_port(environ.get("SERVER_PORT"))
     return address, port

@@ -121,6 +121,33 @@ class MetricRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """What a request keeps of the app's exception: `kind` (`error.type`, the type's qualified name)
+    and `description` (the span status's, `Type: message`, bounded).
+
+    Strings only: the exception's traceback holds the request's frames, and keeping it would tie the
+    environ and the body to a cycle that only the cyclic garbage collector frees.
+    """
+
+    kind: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveKey:
+    """The attribute set a request counts under in `http.server.active_requests`, as (name, value) pairs
+    (hashable: the in-process count is keyed by it), and whether it lasts at zero.
+
+    A lasting set is bounded by configuration (a known method or `_OTHER`, `http` or `https`) and is
+    reported at zero forever, as a gauge should be; any other was chosen by a client and is forgotten once
+    its requests finish (after one zero, if a collection saw it non-zero).
+    """
+
+    attributes: tuple[tuple[str, AttributeValue], ...]
+    lasting: bool
+
+
+@dataclass(frozen=True, slots=True)
 class FinishRecord:
     """Everything the end of a request puts on its span and metrics.
 

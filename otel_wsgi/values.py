@@ -90,21 +90,38 @@ def split_host(host: str) -> tuple[str | None, int | None]:
     Userinfo before "@" is dropped, IPv6 brackets are stripped, the split is at the last ":" outside
     "[...]".
     """
+    address, port = _host_parts(host)
+    return address, parse_port(port) if port else None
+
+
+def parse_host(host: str) -> tuple[str, int | None] | None:
+    """Return a Host header's (address, port), the port None when absent (or empty, as RFC 3986
+    allows); None when the name or a given port is invalid, so that neither half is paired with
+    another source's (`example.com:99999` must not become `example.com` with SERVER_PORT's port)."""
+    address, port_text = _host_parts(host)
+    if address is None:
+        return None
+    port = parse_port(port_text) if port_text else None
+    return None if port_text and port is None else (address, port)
+
+
+def _host_parts(host: str) -> tuple[str | None, str]:
+    """Split a Host header into its address (None if invalid) and the port text after ":" ("" if none)."""
     text = host.strip().rpartition("@")[2]
     if text.startswith("["):
         end = text.find("]")
         literal, rest = text[: end + 1], text[end + 1 :]
         if end < 0 or _IP_LITERAL.fullmatch(literal) is None or rest[:1] not in ("", ":"):
-            return None, None
-        return literal[1:-1], parse_port(rest[1:])
+            return None, ""
+        return literal[1:-1], rest[1:]
     name, colon, port = text.rpartition(":")
     if not colon:
         name, port = text, ""
     # A plain DNS name or IPv4 address needs no regex (the common case); anything else is checked.
     plain = name.replace(".", "").replace("-", "")
     if not (plain.isalnum() and plain.isascii()) and _REG_NAME.fullmatch(name) is None:
-        return None, None
-    return name.lower(), parse_port(port) if port else None
+        return None, ""
+    return name.lower(), port
 
 
 def normalize_method(

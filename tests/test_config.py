@@ -101,7 +101,7 @@ def test_iterables_are_stored_immutable() -> None:
     [
         pytest.param({"semconv": "old"}, id="semconv-old"),
         pytest.param({"semconv": "dup"}, id="semconv-dup"),
-        pytest.param({"max_attribute_length": 1}, id="length-one"),
+        pytest.param({"max_attribute_length": 10}, id="length-minimum"),
         pytest.param({"known_methods": frozenset()}, id="no-known-methods"),
         pytest.param({"known_methods": frozenset({"M-SEARCH", "PROPFIND", "X.Y"})}, id="token-methods"),
         pytest.param({"excluded_urls": (r"^https?://[^/]+/health$", "/static/")}, id="regex-urls"),
@@ -160,6 +160,9 @@ INVALID_CASES = [
     pytest.param("semconv", None, id="semconv-none"),
     # max_attribute_length
     pytest.param("max_attribute_length", 0, id="length-zero"),
+    # below the longest value the middleware writes itself (`[REDACTED]`, 10 characters)
+    pytest.param("max_attribute_length", 1, id="length-one"),
+    pytest.param("max_attribute_length", 9, id="length-below-the-minimum"),
     pytest.param("max_attribute_length", -1, id="length-negative"),
     pytest.param("max_attribute_length", True, id="length-bool"),
     pytest.param("max_attribute_length", 10.0, id="length-float"),

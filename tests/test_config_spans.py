@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_wsgi import Config, set_route
+from otel_wsgi.config import MIN_ATTRIBUTE_LENGTH
 from otel_wsgi.types import SemconvMode
 
 MODES: tuple[SemconvMode, ...] = ("stable", "old", "dup")
@@ -418,7 +419,7 @@ def _string_values(attributes: Mapping[str, object]) -> Iterator[tuple[str, str]
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("limit", [1, 64])
+@pytest.mark.parametrize("limit", [MIN_ATTRIBUTE_LENGTH, 64])  # the smallest limit Config accepts
 def test_every_string_attribute_is_bounded(probe: Probe, mode: SemconvMode, limit: int) -> None:
     config = Config(
         semconv=mode,

@@ -45,6 +45,7 @@ from apps import (
     generator_app,
     list_app,
     make_environ,
+    metric_counts,
     raising_app,
     result_app,
     run,
@@ -1156,6 +1157,11 @@ class BrokenSpan(trace.NonRecordingSpan):
         raise RuntimeError("update_name failed")
 
     @override
+    def add_event(self, name: str, attributes: Mapping[str, object] | None = None,
+                  timestamp: int | None = None) -> None:  # fmt: skip
+        raise RuntimeError("add_event failed")
+
+    @override
     def end(self, end_time: int | None = None) -> None:
         BrokenSpan.ended += 1
         raise RuntimeError("end failed")
@@ -1191,6 +1197,25 @@ def test_rule6_raising_span_methods_do_not_break_the_response(
     assert run(traced_app, make_environ()) == run(app, make_environ())
     assert BrokenSpan.ended == 1
     assert any(record.name == "otel_wsgi" for record in caplog.records)
+
+
+def test_rule6_a_span_that_cannot_take_the_exception_event_still_gets_the_app_exception_through(
+    meter_provider: MeterProvider, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    BrokenSpan.ended = 0
+    error = ValueError("boom")
+    traced_app = wrap(
+        raising_app(error),
+        config=Config(),
+        tracer_provider=BrokenTracerProvider(),
+        meter_provider=meter_provider,
+    )
+    with pytest.raises(ValueError) as raised:
+        traced_app(make_environ(), Server().start_response)
+    assert raised.value is error
+    assert BrokenSpan.ended == 1
+    assert metric_counts(reader) == (0, 1)  # no longer active, and measured
+    assert "exception event failed" in caplog.text
 
 
 class HostileError(Exception):

@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
-from apps import make_environ, run
+from apps import make_environ, metric_counts, run
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from typing_extensions import override
@@ -23,8 +23,14 @@ from typing_extensions import override
 from otel_wsgi import Config, set_route
 from otel_wsgi.effects import build_middleware
 from otel_wsgi.finish import (
+    active_key,
+    active_overflow_key,
+    bounded_text,
     error_description,
+    error_record,
     error_type,
+    exception_event,
+    exception_message,
     finish_record,
     metric_record,
     response_size,
@@ -33,7 +39,7 @@ from otel_wsgi.finish import (
 )
 from otel_wsgi.naming import PATH_NAMING, ROUTE_NAMING, path_span_name, reference_method, route_span_name
 from otel_wsgi.pure import request_head, response_record
-from otel_wsgi.types import OTHER, AttributeValue, RequestHead, ResponseRecord, Scope
+from otel_wsgi.types import OTHER, AttributeValue, ErrorRecord, Naming, RequestHead, ResponseRecord, Scope
 
 STABLE: Config = Config()
 OLD: Config = Config(semconv="old")
@@ -216,6 +222,126 @@ def test_error_description(error: Exception, expected: str) -> None:
     assert error_description(error) == expected
 
 
+# --- what is kept of an exception, and its event: bounded text, no exception object ---
+
+ERROR_RECORD_CASES = [
+    pytest.param(ValueError("bad"), "bad", 100, ErrorRecord("ValueError", "ValueError: bad"), id="message"),
+    pytest.param(Boom.Inner("x"), "x", 100, ErrorRecord("Boom.Inner", "Inner: x"), id="qualified-kind"),
+    pytest.param(Unprintable(), None, 100, ErrorRecord("Unprintable", "Unprintable"), id="str-raised"),
+    pytest.param(Boom.Inner(), "", 10, ErrorRecord("Boom.Inner", "Inner: "), id="kind-fits-exactly"),
+    pytest.param(Unprintable(), None, 10, ErrorRecord("Unprintabl", "Unprintabl"), id="kind-cut"),
+    pytest.param(
+        RuntimeError(),
+        "y" * 50,
+        20,
+        ErrorRecord("RuntimeError", ("RuntimeError: " + "y" * 50)[:20]),
+        id="cut",
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "message", "limit", "expected"), ERROR_RECORD_CASES)
+def test_error_record(error: Exception, message: str | None, limit: int, expected: ErrorRecord) -> None:
+    assert error_record(error, message, limit) == expected
+
+
+def test_exception_message_is_none_when_str_raises() -> None:
+    assert (exception_message(ValueError("v")), exception_message(Unprintable())) == ("v", None)
+
+
+BOUNDED_CASES = [
+    pytest.param("short", 10, "short", id="fits"),
+    pytest.param("0123456789", 10, "0123456789", id="exactly"),
+    # The room left by the 5-character cut mark: the start gets the larger half, the end the other.
+    pytest.param("abcdefghijklmnop", 11, "abc\n...\nnop", id="start-and-end"),
+    pytest.param("abcdefghijklmnop", 12, "abcd\n...\nnop", id="start-gets-the-odd-one"),
+    pytest.param("abcdefghijklmnop", 6, "abcdef", id="no-room-for-the-cut-mark"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), BOUNDED_CASES)
+def test_bounded_text(text: str, limit: int, expected: str) -> None:
+    assert bounded_text(text, limit) == expected
+    assert len(bounded_text(text, limit)) <= limit
+
+
+def raised(error: Exception) -> Exception:
+    try:
+        raise error
+    except Exception as caught:
+        return caught
+
+
+def test_exception_event_is_what_the_sdk_records_when_it_fits(provider: TracerProvider) -> None:
+    error = raised(Boom.Inner("it broke"))
+    span = provider.get_tracer("t").start_span("s")
+    span.record_exception(error)
+    span.end()
+    assert isinstance(span, ReadableSpan)
+    (event,) = span.events
+    assert dict(exception_event(error, str(error), 100_000)) == dict(event.attributes or {})
+
+
+def test_exception_event_is_bounded() -> None:
+    error = raised(RuntimeError("x" * 1_000_000))
+    event = exception_event(error, str(error), 200)
+    assert {key: len(str(value)) <= 200 for key, value in event.items()} == dict.fromkeys(event, True)
+    stacktrace = str(event["exception.stacktrace"])
+    assert stacktrace.startswith("Traceback (most recent call last):") and "\n...\n" in stacktrace
+    assert event["exception.type"] == "RuntimeError"
+
+
+def test_exception_event_of_an_unprintable_exception_has_no_message() -> None:
+    event = exception_event(raised(Unprintable()), None, 4096)
+    assert "exception.message" not in event
+    assert str(event["exception.type"]).endswith("Unprintable")
+
+
+def _notes_raise(self: BaseException) -> list[str]:
+    raise RuntimeError("no notes")
+
+
+# An exception the `traceback` module cannot format: its `__notes__` lookup raises (built with `type`, as
+# a class statement may not turn BaseException's writable `__notes__` into a read-only property).
+UnformattableError = type("UnformattableError", (Exception,), {"__notes__": property(_notes_raise)})
+
+
+def test_exception_event_without_a_stack_trace_when_it_cannot_be_formatted() -> None:
+    error = UnformattableError("m")
+    assert isinstance(error, Exception)
+    event = exception_event(raised(error), "m", 4096)
+    assert set(event) == {"exception.type", "exception.message", "exception.escaped"}
+
+
+def test_a_failing_finish_record_still_ends_the_request_and_leaves_the_active_count(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    reader: InMemoryMetricReader,
+) -> None:
+    def failing_name(head: RequestHead, route: str | None) -> str:
+        if route is not None:
+            raise RuntimeError("naming failed")
+        return head.method
+
+    app = build_middleware(
+        users, config=STABLE, tracer_provider=provider, meter_provider=meter_provider,
+        naming=Naming(failing_name),
+    )  # fmt: skip
+    assert run(app, make_environ({"QUERY_STRING": "route"})) == run(
+        users, make_environ({"QUERY_STRING": "route"})
+    )
+    assert len(exporter.get_finished_spans()) == 1
+    assert metric_counts(reader) == (0, 0)  # no record, so no duration: but no request left active
+
+
+def test_finish_record_bounds_the_span_name_and_the_description() -> None:
+    config = Config(max_attribute_length=12)
+    record = finish_record(HEAD, "/segment" * 10, None, ValueError("m" * 100), config)
+    assert record.span_name == ("GET " + "/segment" * 10)[:12]
+    assert record.description == ("ValueError: " + "m" * 100)[:12]
+
+
 def test_response_size_is_the_bytes_sent_unless_the_server_sends_a_file() -> None:
     sized = response_record("200 OK", [("Content-Length", "1000")], Config(body_size_metrics=True))
     assert response_size(sized, 10, False) == 10
@@ -280,6 +406,41 @@ def test_metric_record_leaves_out_what_is_unknown() -> None:
     record = metric_record(RequestHead("GET", "http", None, server=("", None)), None, None, None, DUP)
     assert dict(record.stable) == {"http.request.method": "GET", "url.scheme": "http"}
     assert dict(record.old) == {"http.method": "GET", "http.scheme": "http"}
+
+
+# --- the active-requests set ---
+
+CAPTURE_ALL: Config = Config(capture_all_methods=True, forwarded_headers=True)
+ACTIVE_CASES = [
+    pytest.param(HEAD, STABLE, (("http.request.method", "GET"), ("url.scheme", "https")), True, id="known"),
+    pytest.param(RequestHead(OTHER, "http", None), STABLE,
+                 (("http.request.method", OTHER), ("url.scheme", "http")), True, id="other-method-lasts"),
+    pytest.param(RequestHead("BREW", "http", None), CAPTURE_ALL,
+                 (("http.request.method", "BREW"), ("url.scheme", "http")), False, id="captured-method"),
+    pytest.param(RequestHead("GET", "gopher", None), CAPTURE_ALL,
+                 (("http.request.method", "GET"), ("url.scheme", "gopher")), False, id="forwarded-scheme"),
+    pytest.param(HEAD, OLD, (("http.method", "GET"), ("http.scheme", "https")), True, id="old"),
+    pytest.param(HEAD, DUP, (("http.request.method", "GET"), ("url.scheme", "https"), ("http.method", "GET"),
+                             ("http.scheme", "https")), True, id="dup"),
+    pytest.param(RequestHead("PURGE", "http", None), Config(known_methods=frozenset({"PURGE"})),
+                 (("http.request.method", "PURGE"), ("url.scheme", "http")), True, id="configured-method"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("head", "config", "attributes", "lasting"), ACTIVE_CASES)
+def test_active_key_is_method_and_scheme_lasting_only_when_configuration_bounds_it(
+    head: RequestHead, config: Config, attributes: tuple[tuple[str, AttributeValue], ...], lasting: bool
+) -> None:
+    key = active_key(head, config)
+    assert (key.attributes, key.lasting) == (attributes, lasting)
+
+
+@pytest.mark.parametrize("config", [STABLE, OLD, DUP])
+def test_active_overflow_key_is_other_and_never_lasts(config: Config) -> None:
+    key = active_overflow_key(config)
+    assert {value for _, value in key.attributes} == {OTHER}
+    assert [name for name, _ in key.attributes] == [name for name, _ in active_key(HEAD, config).attributes]
+    assert not key.lasting
 
 
 # --- finish_record ---

@@ -48,7 +48,8 @@ from otel_wsgi import Config, set_route, wrap
 
 # Private names, read only by the cache-bound tests at the end of this module.
 from otel_wsgi.effects import _CACHE_LIMIT, TracedRequest
-from otel_wsgi.types import SemconvMode
+from otel_wsgi.metrics import ACTIVE_SETS_LIMIT, ActiveCounts
+from otel_wsgi.types import ActiveKey, AttributeValue, SemconvMode
 
 DURATION: str = "http.server.request.duration"
 ACTIVE: str = "http.server.active_requests"
@@ -474,6 +475,94 @@ def test_active_requests_stay_consistent_across_threads(
 
 
 # --- sampling and nesting -------------------------------------------------------------------
+
+
+# --- the in-process count behind active requests: bounded, and each drained series seen at 0 ---
+
+# One step on an `ActiveCounts` of limit 2: ("begin", set, lasting), ("end", set) or ("observe", what the
+# collection reports as {set: count}). Sets are one-letter names; "~" is the overflow set.
+Step = tuple[object, ...]
+COUNT_CASES: list[tuple[str, list[Step]]] = [
+    ("lasting-stays-at-zero", [
+        ("begin", "g", True), ("end", "g"), ("observe", {"g": 0}), ("observe", {"g": 0}),
+    ]),
+    ("unseen-client-set-goes-at-once", [("begin", "j", False), ("end", "j"), ("observe", {})]),
+    ("seen-client-set-reports-zero-once", [
+        ("begin", "j", False), ("observe", {"j": 1}), ("end", "j"), ("observe", {"j": 0}), ("observe", {}),
+    ]),
+    ("seen-then-busy-again", [
+        ("begin", "j", False), ("observe", {"j": 1}), ("end", "j"), ("begin", "j", False),
+        ("observe", {"j": 1}), ("end", "j"), ("observe", {"j": 0}), ("observe", {}),
+    ]),
+    ("past-the-limit-overflow", [
+        ("begin", "a", False), ("begin", "b", False), ("begin", "c", False), ("begin", "d", False),
+        ("observe", {"a": 1, "b": 1, "~": 2}), ("end", "~"), ("end", "~"), ("end", "a"), ("end", "b"),
+        ("observe", {"a": 0, "b": 0, "~": 0}), ("observe", {}),
+    ]),
+    ("lasting-admitted-past-the-limit", [
+        ("begin", "a", False), ("begin", "b", False), ("begin", "g", True),
+        ("observe", {"a": 1, "b": 1, "g": 1}),
+    ]),
+]  # fmt: skip
+
+
+def key_of(name: object) -> tuple[tuple[str, AttributeValue], ...]:
+    return (("set", str(name)),)
+
+
+@pytest.mark.parametrize("steps", [steps for _, steps in COUNT_CASES], ids=[name for name, _ in COUNT_CASES])
+def test_active_counts_forget_drained_client_sets_after_one_zero_and_cap_the_live_sets(
+    steps: list[Step],
+) -> None:
+    counts = ActiveCounts(limit=2)
+    overflow = key_of("~")
+    for step in steps:
+        if step[0] == "begin":
+            counts.begin(ActiveKey(key_of(step[1]), step[2] is True), overflow)
+        elif step[0] == "end":
+            counts.end(key_of(step[1]))
+        else:
+            assert {dict(key)["set"]: count for key, count in counts.observe()} == step[1]
+
+
+def test_active_counts_return_the_set_to_end() -> None:
+    counts = ActiveCounts(limit=1)
+    assert counts.begin(ActiveKey(key_of("a"), False), key_of("~")) == key_of("a")
+    assert counts.begin(ActiveKey(key_of("b"), False), key_of("~")) == key_of("~")
+
+
+def test_client_chosen_series_falls_to_zero_once_then_goes_and_known_ones_stay(
+    provider: TracerProvider, meter_provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    config = Config(capture_all_methods=True)
+    app = wrap(hello, config=config, tracer_provider=provider, meter_provider=meter_provider)
+    brew = app(make_environ(REQUEST, REQUEST_METHOD="BREW"), Server().start_response)
+    get = app(make_environ(REQUEST), Server().start_response)
+    assert sorted((a["http.request.method"], v) for a, v in active(reader)) == [("BREW", 1), ("GET", 1)]
+    close_body(brew)
+    close_body(get)
+    assert sorted((a["http.request.method"], v) for a, v in active(reader)) == [("BREW", 0), ("GET", 0)]
+    assert [(a["http.request.method"], v) for a, v in active(reader)] == [("GET", 0)]
+
+
+def test_active_series_are_capped_and_the_total_stays_exact(
+    provider: TracerProvider, meter_provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    config = Config(capture_all_methods=True)
+    app = wrap(hello, config=config, tracer_provider=provider, meter_provider=meter_provider)
+    extra = 5
+    bodies = [
+        app(make_environ(REQUEST, REQUEST_METHOD=f"M{n}"), Server().start_response)
+        for n in range(ACTIVE_SETS_LIMIT + extra)
+    ]
+    points = active(reader)
+    assert len(points) == ACTIVE_SETS_LIMIT + 1
+    assert ({"http.request.method": "_OTHER", "url.scheme": "_OTHER"}, extra) in points
+    assert active_total(reader) == ACTIVE_SETS_LIMIT + extra
+    for body in bodies:
+        close_body(body)
+    assert active_total(reader) == 0
+    assert ACTIVE not in collect(reader)  # each reported its zero once, and is gone
 
 
 @pytest.mark.parametrize("sampler", [ALWAYS_OFF])

@@ -24,6 +24,7 @@ from otel_wsgi.pure import (
     environ_header_name,
     header_environ_key,
     normalize_method,
+    parse_host,
     parse_port,
     parse_status,
     protocol_version,
@@ -186,6 +187,34 @@ HOST_CASES = [
 @pytest.mark.parametrize(("host", "address", "port"), HOST_CASES)
 def test_split_host(host: str, address: str | None, port: int | None) -> None:
     assert split_host(host) == (address, port)
+
+
+# parse_host: the same splits, but a host whose port is given and invalid is invalid as a whole.
+PARSE_HOST_CASES = [
+    pytest.param("example.com", ("example.com", None), id="name"),
+    pytest.param("example.com:8080", ("example.com", 8080), id="name-port"),
+    pytest.param("example.com:", ("example.com", None), id="empty-port-is-absent"),
+    pytest.param("[::1]:8080", ("::1", 8080), id="ipv6-port"),
+    pytest.param("user:pw@example.com:81", ("example.com", 81), id="userinfo"),
+    pytest.param("example.com:99999", None, id="port-too-big"),
+    pytest.param("example.com:0", None, id="port-zero"),
+    pytest.param("example.com:80x", None, id="junk-port"),
+    pytest.param("[::1]:x", None, id="ipv6-bad-port"),
+    pytest.param("bad host", None, id="bad-name"),
+    pytest.param("", None, id="empty"),
+]
+
+
+@pytest.mark.parametrize(("host", "expected"), PARSE_HOST_CASES)
+def test_parse_host(host: str, expected: tuple[str, int | None] | None) -> None:
+    assert parse_host(host) == expected
+
+
+@pytest.mark.parametrize("host", [param.values[0] for param in HOST_CASES])
+def test_parse_host_agrees_with_split_host_when_valid(host: str) -> None:
+    parsed = parse_host(host)
+    if parsed is not None:
+        assert split_host(host) == parsed
 
 
 # --- normalize_method and span_name ---
@@ -483,7 +512,8 @@ SERVER_CASES = [
     pytest.param({"HTTP_HOST": "example.com:8080"}, "example.com", 8080, id="host-port"),
     pytest.param({"HTTP_HOST": "example.com"}, "example.com", 8000, id="host-without-port-uses-server-port"),
     pytest.param({"HTTP_HOST": "Example.COM"}, "example.com", 8000, id="uppercase-host"),
-    pytest.param({"HTTP_HOST": "example.com:abc"}, "example.com", 8000, id="bad-port-uses-server-port"),
+    # An invalid port makes the Host invalid: both halves from the server, never Host's name with its port.
+    pytest.param({"HTTP_HOST": "example.com:abc"}, "srv.local", 8000, id="bad-port-uses-the-server-for-both"),
     pytest.param({"HTTP_HOST": "[::1]:9000"}, "::1", 9000, id="ipv6-port"),
     pytest.param({"HTTP_HOST": "[::1]"}, "::1", 8000, id="ipv6"),
     pytest.param({"HTTP_HOST": "user:pw@example.com:81"}, "example.com", 81, id="userinfo-dropped"),
@@ -637,6 +667,11 @@ FORWARDED_CASES = [
         {"HTTP_FORWARDED": "for=[::1", "HTTP_X_FORWARDED_FOR": "[bad"},
         ("http", "internal", 8080, "10.0.0.9", 4000),
         id="junk-client-keeps-socket-peer",
+    ),
+    pytest.param(
+        {"HTTP_X_FORWARDED_HOST": "pub.example:99999"},
+        ("http", "internal", 8080, "10.0.0.9", 4000),
+        id="forwarded-host-with-bad-port-ignored",
     ),
     pytest.param({}, ("http", "internal", 8080, "10.0.0.9", 4000), id="no-proxy-headers"),
 ]

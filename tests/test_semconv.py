@@ -14,6 +14,7 @@ from opentelemetry.semconv._incubating.metrics import http_metrics as incubating
 from opentelemetry.semconv.attributes import (
     client_attributes,
     error_attributes,
+    exception_attributes,
     http_attributes,
     network_attributes,
     server_attributes,
@@ -46,6 +47,10 @@ NAME_CASES = [
     ("URL_QUERY", semconv.URL_QUERY, url_attributes.URL_QUERY),
     ("SERVER_ADDRESS", semconv.SERVER_ADDRESS, server_attributes.SERVER_ADDRESS),
     ("SERVER_PORT", semconv.SERVER_PORT, server_attributes.SERVER_PORT),
+    ("EXCEPTION_TYPE", semconv.EXCEPTION_TYPE, exception_attributes.EXCEPTION_TYPE),
+    ("EXCEPTION_MESSAGE", semconv.EXCEPTION_MESSAGE, exception_attributes.EXCEPTION_MESSAGE),
+    ("EXCEPTION_STACKTRACE", semconv.EXCEPTION_STACKTRACE, exception_attributes.EXCEPTION_STACKTRACE),
+    ("EXCEPTION_ESCAPED", semconv.EXCEPTION_ESCAPED, exception_attributes.EXCEPTION_ESCAPED),
     ("CLIENT_ADDRESS", semconv.CLIENT_ADDRESS, client_attributes.CLIENT_ADDRESS),
     ("CLIENT_PORT", semconv.CLIENT_PORT, client_attributes.CLIENT_PORT),
     ("NETWORK_PEER_ADDRESS", semconv.NETWORK_PEER_ADDRESS, network_attributes.NETWORK_PEER_ADDRESS),
