@@ -27,12 +27,14 @@ TIMEOUT: Final = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """One request the client made: its unique query, the parent it announced, the status it got."""
+    """One request the client made: its unique query, the parent it announced, the status it got, and
+    the path it asked for."""
 
     query: str
     trace_id: str
     parent_id: str
     status: int
+    path: str = "/hello"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,27 +60,32 @@ class Report:
         )
 
 
-def _client(port: int, path: str, queries: list[str], out: list[Sent]) -> None:
-    """One client: a keep-alive connection, one request per query, each with a fresh parent."""
+def _client(port: int, requests: list[tuple[str, str]], out: list[Sent]) -> None:
+    """One client: a keep-alive connection, one request per (path, query), each with a fresh parent."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        for query in queries:
+        for path, query in requests:
             trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
             headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
             connection.request("GET", f"{path}?{query}", headers=headers)
             response = connection.getresponse()
             response.read()
-            out.append(Sent(query, trace_id, parent_id, response.status))
+            out.append(Sent(query, trace_id, parent_id, response.status, path))
     finally:
         connection.close()
 
 
 def run_clients(port: int, clients: int, requests: int, path: str = "/hello") -> list[Sent]:
-    """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent."""
+    """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent.
+
+    Request `i` of client `c` has the query `n=c-i`; a `{n}` in `path` is replaced by `c-i` too, so that
+    each request also has its own path.
+    """
     results: list[list[Sent]] = [[] for _ in range(clients)]
+    numbers = [[f"{c}-{i}" for i in range(requests)] for c in range(clients)]
     threads = [
         threading.Thread(
-            target=_client, args=(port, path, [f"n={c}-{i}" for i in range(requests)], results[c])
+            target=_client, args=(port, [(path.replace("{n}", n), f"n={n}") for n in numbers[c]], results[c])
         )
         for c in range(clients)
     ]
@@ -89,7 +96,7 @@ def run_clients(port: int, clients: int, requests: int, path: str = "/hello") ->
     return [sent for result in results for sent in result]
 
 
-def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]], path: str = "/hello") -> Report:
+def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]]) -> Report:
     """Pair each span with the request whose query it carries and check its parent and path."""
     by_query = {request.query: request for request in sent}
     seen: dict[str, int] = {}
@@ -105,7 +112,7 @@ def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]], path: str
         seen[request.query] = seen.get(request.query, 0) + 1
         parent = (span.get("parent_trace_id"), span.get("parent_id"), span.get("trace_id"))
         wrong_parent += parent != (request.trace_id, request.parent_id, request.trace_id)
-        wrong_path += attributes.get("url.path") != path
+        wrong_path += attributes.get("url.path") != request.path
     return Report(
         sent=len(by_query),
         answered=sum(request.status == 200 for request in by_query.values()),
@@ -129,17 +136,17 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=100, help="per client")
-    parser.add_argument("--path", default="/hello")
+    parser.add_argument("--path", default="/hello", help="a {n} in it becomes the request's number")
     parser.add_argument("--events", type=Path, required=True, help="the JSON-lines spans file to check")
     args = parser.parse_args(argv)
     started = time.monotonic()
     sent = run_clients(args.port, args.clients, args.requests, args.path)
     elapsed = time.monotonic() - started
     deadline = time.monotonic() + TIMEOUT
-    report = check(sent, read_spans(args.events), args.path)
+    report = check(sent, read_spans(args.events))
     while not report.ok and time.monotonic() < deadline:
         time.sleep(0.5)
-        report = check(sent, read_spans(args.events), args.path)
+        report = check(sent, read_spans(args.events))
     print(json.dumps({**asdict(report), "ok": report.ok, "seconds": round(elapsed, 2)}))
     return 0 if report.ok else 1
 
