@@ -204,3 +204,42 @@ def test_bad_environment_stops_gunicorn_with_one_line(
     assert done.returncode == 3, done.stderr
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_stop_while_the_worker_boots_is_still_graceful(tmp_path: Path) -> None:
+    """SIGTERM to the master just after a worker forked, while the exporters would be imported: the
+    worker must see it (its own signal handlers are installed before the hooks build the pipeline) and
+    exit at once, not run on unaware until the graceful timeout kills it."""
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    log = tmp_path / "gunicorn.log"
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", "python:otel_wsgi.gunicorn", "-w", "1", "-k", "gthread",
+        "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "20",
+        "--pythonpath", str(TESTS_DIR), "cli_app:app",
+    ]  # fmt: skip
+    with OtlpReceiver() as receiver:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                command, cwd=REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            deadline = time.monotonic() + DEADLINE
+            while "Booting worker" not in log.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.005)
+            time.sleep(0.02)  # past gunicorn's own first lines; importing the exporters takes longer
+            process.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            code = process.wait(DEADLINE)
+            stopped = time.monotonic() - stopping
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(DEADLINE)
+    text = log.read_text()
+    assert code == 0, text
+    assert stopped < 10, text  # the graceful timeout is 20 s
+    assert "Worker exiting" in text, text

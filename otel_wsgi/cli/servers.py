@@ -104,7 +104,6 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
         # gthread workers notice SIGTERM within a second (a sync worker can sleep for half its timeout)
         # and keep connections alive.
         "worker_class": "gthread",
-        "post_fork": hooks.post_fork,
         "post_worker_init": hooks.post_worker_init,
         "worker_exit": hooks.worker_exit,
         **settings,
