@@ -101,13 +101,17 @@ def workers_ready(master: int, workers: int) -> bool:
 
 
 @contextmanager
-def serving(server: OtlpServer, endpoint: str, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Start `server` exporting to `endpoint`; yield it and its port; kill its group if still running."""
+def serving(
+    server: OtlpServer, endpoint: str, log: Path, extra: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start `server` exporting to `endpoint` (with `extra` in its environment); yield it and its port
+    once it can be stopped gracefully; kill its process group if it is still running afterwards."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_SERVICE_NAME="otel-wsgi-load",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")])),
+        **(extra or {}),
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from otlp_load import SERVERS, load
+from load_client import check, run_clients
+from matrix_servers import wait_until
+from otlp_load import DEADLINE, PATH, ROUTE, SERVERS, load, serving
+from otlp_receiver import OtlpReceiver
 
 CLIENTS: Final = 8
 REQUESTS: Final = 25  # per client
@@ -35,3 +38,27 @@ def test_every_request_has_its_own_span_after_a_graceful_stop(name: str, tmp_pat
     assert dict(figures.active_last) == dict.fromkeys(figures.spans_per_worker, 0), figures
     assert (figures.rejected, figures.exit_code, figures.tracebacks) == (0, 0, 0), figures
     assert figures.stop_seconds < STOP_SECONDS, figures
+
+
+def test_gevent_workers_export_on_schedule_before_any_stop(tmp_path: Path) -> None:
+    """Under gevent the batch processor's and the metric reader's threads are greenlets of the worker's
+    hub: they must still run on their schedule while the worker serves, not only at its exit."""
+    extra = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"}
+    with (
+        OtlpReceiver() as receiver,
+        serving(SERVERS["gevent"], receiver.endpoint, tmp_path / "log", extra) as (process, port),
+    ):
+        sent = run_clients(port, clients=4, requests=5, path=PATH)
+        spans = receiver.wait_for_spans(len(sent), timeout=DEADLINE)
+        wait_until(lambda: _counted(receiver) == len(sent), "the histograms to count every request")
+        assert process.poll() is None  # all of it arrived while the workers were serving
+
+    assert check(sent, [span.record() for span in spans]).ok
+
+
+def _counted(receiver: OtlpReceiver) -> int:
+    return sum(
+        point.count
+        for point in receiver.latest_histograms("http.server.request.duration")
+        if point.attributes.get("http.route") == ROUTE
+    )
