@@ -60,11 +60,15 @@ class Report:
         )
 
 
-def _client(port: int, requests: list[tuple[str, str]], out: list[Sent]) -> None:
-    """One client: a keep-alive connection, one request per (path, query), each with a fresh parent."""
+def _client(port: int, requests: list[tuple[str, str]], out: list[Sent], reconnect: int) -> None:
+    """One client: a keep-alive connection (a new one every `reconnect` requests, if not 0), one request
+    per (path, query), each with a fresh parent."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        for path, query in requests:
+        for number, (path, query) in enumerate(requests):
+            if reconnect and number and number % reconnect == 0:
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
             trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
             headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
             connection.request("GET", f"{path}?{query}", headers=headers)
@@ -75,17 +79,21 @@ def _client(port: int, requests: list[tuple[str, str]], out: list[Sent]) -> None
         connection.close()
 
 
-def run_clients(port: int, clients: int, requests: int, path: str = "/hello") -> list[Sent]:
+def run_clients(
+    port: int, clients: int, requests: int, path: str = "/hello", *, reconnect: int = 0
+) -> list[Sent]:
     """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent.
 
     Request `i` of client `c` has the query `n=c-i`; a `{n}` in `path` is replaced by `c-i` too, so that
-    each request also has its own path.
+    each request also has its own path. With `reconnect`, each client opens a new connection every
+    `reconnect` requests (so that every worker of a multi-process server gets to accept some).
     """
     results: list[list[Sent]] = [[] for _ in range(clients)]
     numbers = [[f"{c}-{i}" for i in range(requests)] for c in range(clients)]
     threads = [
         threading.Thread(
-            target=_client, args=(port, [(path.replace("{n}", n), f"n={n}") for n in numbers[c]], results[c])
+            target=_client,
+            args=(port, [(path.replace("{n}", n), f"n={n}") for n in numbers[c]], results[c], reconnect),
         )
         for c in range(clients)
     ]

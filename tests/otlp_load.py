@@ -34,6 +34,8 @@ DURATION: Final = "http.server.request.duration"
 ACTIVE: Final = "http.server.active_requests"
 INSTANCE: Final = "service.instance.id"
 ROUTE_KEY: Final = "http.route"
+#: Each client opens a new connection every this many requests, so both workers of gunicorn accept some.
+RECONNECT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def load(server: OtlpServer, clients: int, requests: int, directory: Path) -> Fi
     log = directory / f"{server.name}.log"
     with OtlpReceiver() as receiver, serving(server, receiver.endpoint, log) as (process, port):
         began = time.monotonic()
-        sent = run_clients(port, clients, requests, PATH)
+        sent = run_clients(port, clients, requests, PATH, reconnect=RECONNECT)
         elapsed = time.monotonic() - began
         process.send_signal(server.stop_signal)
         stopping = time.monotonic()
