@@ -165,8 +165,15 @@ def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
         port = _wait_for_port(log, process)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
         connection.request("GET", "/work/7")
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        status, _ = response.status, response.read()
         connection.close()
+        # SIGINT is gunicorn's quick stop: it may cut a request short, so wait for the span to end first.
+        deadline = time.monotonic() + DEADLINE
+        while (
+            not re.search(r"^GET /work/\{n\}\s+200 ", log.read_text(), re.M) and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
         process.send_signal(signal.SIGINT)
         assert process.wait(DEADLINE) == 0, log.read_text()
     finally:
