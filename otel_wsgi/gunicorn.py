@@ -1,13 +1,13 @@
 """gunicorn hooks: `gunicorn -c python:otel_wsgi.gunicorn myapp:app` traces every worker, no code change.
 
-Each worker builds its own SDK pipeline when its app has been loaded (`post_worker_init`), with its own
-`service.instance.id`, and wraps the app once; its pipeline is flushed and shut down when it exits
-(`worker_exit`), so a graceful stop loses no span. The master never starts an exporter thread or opens a
-connection a fork would share. Building late rather than in `post_fork` matters twice: the worker has
-installed its signal handlers by then (a SIGTERM that comes while the exporters are imported still stops it
-gracefully; before them, the master's inherited handler swallowed it and the worker ran on until the
-graceful timeout killed it, queued spans and all), and a gevent worker has monkey-patched by then (the
-SDK's export threads are greenlets of its hub and the exporter's sockets are gevent's).
+Each worker builds its own SDK pipeline, with its own `service.instance.id`, once its app is loaded
+(`post_worker_init`), and wraps the app once; its pipeline is flushed and shut down when it exits
+(`worker_exit`), so a graceful stop loses no span. The master never imports the SDK, starts an exporter
+thread or opens a connection a fork would share. Why not in `post_fork`: only by `post_worker_init` has
+the worker installed its own signal handlers (a SIGTERM that came while the exporters were imported went
+to the handler inherited from the master and was lost: the worker served on until the graceful timeout
+killed it), and only then has a gevent worker monkey-patched (the SDK's export threads become greenlets).
+
 Exporters follow `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER`, else OTLP when
 `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else the console; `Config` comes from the environment. With your own
 config file, import the hooks you need:

@@ -43,6 +43,14 @@ def test_every_public_name_is_a_gunicorn_hook() -> None:
     assert set(otel_wsgi.gunicorn.__all__) == public & settings
 
 
+def test_the_master_never_imports_the_sdk() -> None:
+    """gunicorn's master imports the config module before it forks; under gevent, an SDK imported before
+    the worker's monkey-patching made the metric reader's shutdown hang (the worker then got killed)."""
+    code = "import sys, otel_wsgi.gunicorn; print([m for m in sys.modules if 'sdk' in m])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
 def _wait_for_port(log: Path, process: subprocess.Popen[bytes]) -> int:
     deadline = time.monotonic() + DEADLINE
     while (match := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())) is None:
