@@ -29,12 +29,14 @@ TIMEOUT: Final = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """One request the client made: its unique query, the parent it announced, the status it got."""
+    """One request the client made: its unique query, the parent it announced, the status it got, and
+    the path it asked for."""
 
     query: str
     trace_id: str
     parent_id: str
     status: int
+    path: str = "/hello"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +62,12 @@ class Report:
         )
 
 
-def _client(port: int, path: str, queries: list[str], out: list[Sent], reconnect: int | None) -> None:
-    """One client: a keep-alive connection (a new one every `reconnect` requests, if given), one request
-    per query, each with a fresh parent."""
+def _client(port: int, requests: list[tuple[str, str]], out: list[Sent], reconnect: int) -> None:
+    """One client: a keep-alive connection (a new one every `reconnect` requests, if not 0), one request
+    per (path, query), each with a fresh parent."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        for number, query in enumerate(queries):
+        for number, (path, query) in enumerate(requests):
             if reconnect and number and number % reconnect == 0:
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
@@ -74,23 +76,26 @@ def _client(port: int, path: str, queries: list[str], out: list[Sent], reconnect
             connection.request("GET", f"{path}?{query}", headers=headers)
             response = connection.getresponse()
             response.read()
-            out.append(Sent(query, trace_id, parent_id, response.status))
+            out.append(Sent(query, trace_id, parent_id, response.status, path))
     finally:
         connection.close()
 
 
 def run_clients(
-    port: int, clients: int, requests: int, path: str = "/hello", reconnect: int | None = None
+    port: int, clients: int, requests: int, path: str = "/hello", *, reconnect: int = 0
 ) -> list[Sent]:
     """Run `clients` threads of `requests` requests each against 127.0.0.1:port; return what was sent.
 
-    `reconnect`: each client opens a new connection every that many requests (so that every worker of a
-    multi-process server gets to accept some).
+    Request `i` of client `c` has the query `n=c-i`; a `{n}` in `path` is replaced by `c-i` too, so that
+    each request also has its own path. With `reconnect`, each client opens a new connection every
+    `reconnect` requests (so that every worker of a multi-process server gets to accept some).
     """
     results: list[list[Sent]] = [[] for _ in range(clients)]
+    numbers = [[f"{c}-{i}" for i in range(requests)] for c in range(clients)]
     threads = [
         threading.Thread(
-            target=_client, args=(port, path, [f"n={c}-{i}" for i in range(requests)], results[c], reconnect)
+            target=_client,
+            args=(port, [(path.replace("{n}", n), f"n={n}") for n in numbers[c]], results[c], reconnect),
         )
         for c in range(clients)
     ]
@@ -101,7 +106,7 @@ def run_clients(
     return [sent for result in results for sent in result]
 
 
-def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]], path: str = "/hello") -> Report:
+def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]]) -> Report:
     """Pair each span with the request whose query it carries and check its parent and path."""
     by_query = {request.query: request for request in sent}
     seen: dict[str, int] = {}
@@ -117,7 +122,7 @@ def check(sent: Iterable[Sent], spans: Iterable[Mapping[str, object]], path: str
         seen[request.query] = seen.get(request.query, 0) + 1
         parent = (span.get("parent_trace_id"), span.get("parent_id"), span.get("trace_id"))
         wrong_parent += parent != (request.trace_id, request.parent_id, request.trace_id)
-        wrong_path += attributes.get("url.path") != path
+        wrong_path += attributes.get("url.path") != request.path
     return Report(
         sent=len(by_query),
         answered=sum(request.status == 200 for request in by_query.values()),
@@ -140,17 +145,17 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=100, help="per client")
-    parser.add_argument("--path", default="/hello")
+    parser.add_argument("--path", default="/hello", help="a {n} in it becomes the request's number")
     parser.add_argument("--events", type=Path, required=True, help="the JSON-lines spans file to check")
     args = parser.parse_args(argv)
     started = time.monotonic()
     sent = run_clients(args.port, args.clients, args.requests, args.path)
     elapsed = time.monotonic() - started
     deadline = time.monotonic() + TIMEOUT
-    report = check(sent, read_spans(args.events), args.path)
+    report = check(sent, read_spans(args.events))
     while not report.ok and time.monotonic() < deadline:
         time.sleep(0.5)
-        report = check(sent, read_spans(args.events), args.path)
+        report = check(sent, read_spans(args.events))
     print(json.dumps({**asdict(report), "ok": report.ok, "seconds": round(elapsed, 2)}))
     return 0 if report.ok else 1
 

@@ -5,22 +5,25 @@
         ...
         spans = receiver.spans()          # ReceivedSpan: ids as hex, name, attributes, resource
         points = receiver.latest_histograms("http.server.request.duration")  # final cumulative totals
+        active = receiver.latest_sums("http.server.active_requests")  # each series' last value
+        records = [span.record() for span in spans]  # the JSON-lines form tests/load_client.py checks
 
 It listens on 127.0.0.1 (a free port) on its own threads, answers `POST /v1/traces` and `/v1/metrics`
-(protobuf, gzip or not) with an empty success response, and keeps every decoded span and histogram
-point in arrival order; anything else gets a 404 and is counted in `rejected`. Leaving the `with`
-block stops it.
+(protobuf, gzip or not) with an empty success response, and keeps every decoded span, histogram
+point and sum point in arrival order (`take_spans` hands the spans over and forgets them, for long
+runs); anything else gets a 404 and is counted in `rejected`. Leaving the `with` block stops it.
 """
 
 from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -47,6 +50,32 @@ class ReceivedSpan:
     parent_span_id: str | None
     name: str
     attributes: Mapping[str, Value]
+    resource: Mapping[str, Value]
+
+    def record(self) -> dict[str, object]:
+        """This span in the JSON-lines form of tests/span_lines.py (the fields tests/load_client.py reads).
+
+        OTLP names no parent trace id: a parent is always in its child's trace.
+        """
+        return {
+            "kind": "span",
+            "name": self.name,
+            "attributes": dict(self.attributes),
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_id": self.parent_span_id,
+            "parent_trace_id": None if self.parent_span_id is None else self.trace_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSumPoint:
+    """One point of sum metric `name` (a counter or an up-down counter), with its resource."""
+
+    name: str
+    attributes: Mapping[str, Value]
+    value: int | float
+    time_unix_nano: int
     resource: Mapping[str, Value]
 
 
@@ -83,6 +112,7 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self._points: list[ReceivedHistogramPoint] = []
+        self._sums: list[ReceivedSumPoint] = []
         self.rejected = 0
         self.gzipped = 0  # requests that came gzip-compressed (OTEL_EXPORTER_OTLP_COMPRESSION=gzip)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -120,14 +150,30 @@ class OtlpReceiver:
 
         The SDK exports cumulative points by default, so these are each process's final totals.
         """
-        latest: dict[str, ReceivedHistogramPoint] = {}
-        for point in self.histograms(name):
-            series = repr(
-                (sorted(point.resource.items(), key=str), sorted(point.attributes.items(), key=str))
-            )
-            if series not in latest or point.time_unix_nano >= latest[series].time_unix_nano:
-                latest[series] = point
-        return list(latest.values())
+        return _latest(self.histograms(name))
+
+    def sums(self, name: str) -> list[ReceivedSumPoint]:
+        """Every point of sum metric `name` received so far, in arrival order."""
+        with self._lock:
+            return [point for point in self._sums if point.name == name]
+
+    def latest_sums(self, name: str) -> list[ReceivedSumPoint]:
+        """The newest point of each series of sum metric `name`: each process's last value."""
+        return _latest(self.sums(name))
+
+    def take_spans(self) -> list[ReceivedSpan]:
+        """The spans received since the last call (or the start), forgotten here: memory stays flat."""
+        with self._lock:
+            taken = list(self._spans)
+            self._spans.clear()
+        return taken
+
+    def wait_for_spans(self, count: int, timeout: float) -> list[ReceivedSpan]:
+        """Wait until at least `count` spans arrived or `timeout` seconds passed; return the spans."""
+        deadline = time.monotonic() + timeout
+        while len(spans := self.spans()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return spans
 
     def _store_traces(self, request: ExportTraceServiceRequest) -> None:
         found = [
@@ -162,8 +208,23 @@ class OtlpReceiver:
             if metric.WhichOneof("data") == "histogram"
             for point in metric.histogram.data_points
         ]
+        sums = [
+            ReceivedSumPoint(
+                metric.name,
+                _attributes(list(point.attributes)),
+                point.as_int if point.WhichOneof("value") == "as_int" else point.as_double,
+                point.time_unix_nano,
+                _attributes(list(resource_metrics.resource.attributes)),
+            )
+            for resource_metrics in request.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            if metric.WhichOneof("data") == "sum"
+            for point in metric.sum.data_points
+        ]
         with self._lock:
             self._points.extend(found)
+            self._sums.extend(sums)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -215,3 +276,16 @@ class OtlpReceiver:
 
 
 _PATHS: Final = ("/v1/traces", "/v1/metrics")
+
+
+_Point = TypeVar("_Point", ReceivedHistogramPoint, ReceivedSumPoint)
+
+
+def _latest(points: list[_Point]) -> list[_Point]:
+    """The newest of `points` in each series (one resource and one attribute set)."""
+    latest: dict[str, _Point] = {}
+    for point in points:
+        series = repr((sorted(point.resource.items(), key=str), sorted(point.attributes.items(), key=str)))
+        if series not in latest or point.time_unix_nano >= latest[series].time_unix_nano:
+            latest[series] = point
+    return list(latest.values())

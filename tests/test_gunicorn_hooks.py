@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from apps import DEADLINE, http_get
+from apps import DEADLINE, http_get, wait_until
 from load_client import run_clients
 from otlp_receiver import OtlpReceiver
 from processes import TESTS_DIR, process_env, running
@@ -40,6 +40,14 @@ def test_every_public_name_is_a_gunicorn_hook() -> None:
     public = {name for name in vars(otel_wsgi.gunicorn) if not name.startswith("_")}
     assert public & settings == {"post_fork", "post_worker_init", "worker_exit"}
     assert set(otel_wsgi.gunicorn.__all__) == public & settings
+
+
+def test_the_master_never_imports_the_sdk() -> None:
+    """gunicorn's master imports the config module before it forks; under gevent, an SDK imported before
+    the worker's monkey-patching made the metric reader's shutdown hang (the worker then got killed)."""
+    code = "import sys, otel_wsgi.gunicorn; print([m for m in sys.modules if 'sdk' in m])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
 def test_two_workers_export_every_span_once_over_otlp(tmp_path: Path) -> None:
@@ -110,6 +118,11 @@ def test_own_config_file_importing_the_hooks(tmp_path: Path) -> None:
     ]
     with running(command, tmp_path / "gunicorn.log", env=process_env(), cwd=tmp_path) as started:
         status, _ = http_get(started.port(), "/work/7")
+        # SIGINT is gunicorn's quick stop: it may cut a request short, so wait for the span to end first.
+        wait_until(
+            lambda: re.search(r"^GET /work/\{n\}\s+200 ", started.output(), re.M) is not None,
+            "the span of the request",
+        )
         started.process.send_signal(signal.SIGINT)
         assert started.process.wait(DEADLINE) == 0, started.output()
     text = started.output()
@@ -142,3 +155,49 @@ def test_bad_environment_stops_gunicorn_with_one_line(
     assert done.returncode == 3, done.stderr
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+# A gunicorn config that records what our post_fork leaves behind, and has the master stopped from inside
+# a worker's post_worker_init, just before ours builds the pipeline.
+_STOP_DURING_BOOT: Final = """
+import os, signal, sys
+from otel_wsgi import gunicorn as otel
+from otel_wsgi.gunicorn import worker_exit
+
+def post_fork(server, worker):
+    otel.post_fork(server, worker)
+    sdk = sorted(name for name in sys.modules if name.startswith("opentelemetry.sdk"))
+    print("after post_fork, SDK modules:", len(sdk), flush=True)
+
+def post_worker_init(worker):
+    os.kill(os.getppid(), signal.SIGTERM)
+    otel.post_worker_init(worker)
+"""
+
+
+def test_a_stop_while_the_worker_boots_is_still_graceful(tmp_path: Path) -> None:
+    """Until gunicorn's worker installs its own signal handlers (after post_fork), a SIGTERM goes to the
+    handler it inherited from the master and is lost: the worker then serves on until the graceful timeout
+    kills it. So post_fork must do nothing slow (it imports no SDK), and a SIGTERM that comes while the
+    pipeline is built (in post_worker_init) must stop the worker at once, gracefully."""
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(_STOP_DURING_BOOT)
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", str(config), "-w", "1", "-k", "gthread",
+        "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "20",
+        "--pythonpath", str(TESTS_DIR), "cli_app:app",
+    ]  # fmt: skip
+    with OtlpReceiver() as receiver:
+        env = process_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+        started = time.monotonic()
+        done = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE
+        )
+        took = time.monotonic() - started
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert "after post_fork, SDK modules: 0" in text
+    assert "Worker exiting" in text
+    assert took < 10, text  # not the 20 s graceful timeout

@@ -21,6 +21,10 @@ def _span(query: str, trace_id: str, parent_id: str | None, path: str = "/hello"
     }
 
 
+IDS_1: Final = ("c" * 32, "d" * 16)
+#: Requests that each asked for a path of their own (`run_clients(..., path="/w/{n}")`).
+OWN_PATHS: Final = [Sent(s.query, s.trace_id, s.parent_id, s.status, f"/w/{s.query[2:]}") for s in SENT]
+
 GOOD: Final = [_span("n=0-0", "a" * 32, "b" * 16), _span("n=0-1", "c" * 32, "d" * 16)]
 
 CASES: Final = [
@@ -40,6 +44,14 @@ CASES: Final = [
     ),
     pytest.param(
         SENT, [*GOOD, _span("other", "f" * 32, None)], Report(2, 2, 2, 0, 0, 0, 0, 1), True, id="traffic"
+    ),
+    pytest.param(
+        OWN_PATHS, [_span("n=0-0", "a" * 32, "b" * 16, "/w/0-0"), _span("n=0-1", *IDS_1, "/w/0-1")],
+        Report(2, 2, 2, 0, 0, 0, 0, 0), True, id="own-paths",
+    ),
+    pytest.param(
+        OWN_PATHS, [_span("n=0-0", "a" * 32, "b" * 16, "/w/0-0"), _span("n=0-1", *IDS_1, "/w/0-0")],
+        Report(2, 2, 2, 0, 0, 0, 1, 0), False, id="another-requests-path",
     ),
     pytest.param(
         [SENT[0], Sent("n=0-1", "c" * 32, "d" * 16, 500)], GOOD, Report(2, 1, 2, 0, 0, 0, 0, 0), False,

@@ -101,8 +101,10 @@ def _serve_embedded(
         raise CommandError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
     print(f"{announce}; http://{options.host}:{running.port}", file=sys.stderr, flush=True)
     stop.wait()
-    running.stop()
-    pipeline.shutdown()
+    try:
+        running.stop()
+    finally:
+        pipeline.shutdown()  # whatever stopping the server did, the spans it ended are exported
 
 
 def load_app(module_name: str, attribute: str) -> WSGIApplication:

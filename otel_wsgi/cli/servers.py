@@ -51,13 +51,22 @@ def start_waitress(app: WSGIApplication, host: str, port: int, *, threads: int) 
     def refuse() -> None:
         server.accepting = False
 
+    def close() -> None:
+        wasyncore.close_all(server._map)  # pyright: ignore[reportPrivateUsage]
+
     def stop() -> None:
         # On the loop's own thread (its trigger runs thunks there): stop accepting (the listener is no
         # longer polled); then let the worker threads finish the requests they are running, so their
-        # spans end; then close every channel and the listener, which ends the loop.
+        # spans end; then close every channel, the listener and the trigger, which ends the loop.
         server.trigger.pull_trigger(refuse)
         server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
+        try:
+            server.trigger.pull_trigger(close)
+        except OSError:
+            # A pull queues its thunk, then writes to the trigger's pipe. A loop still running the first
+            # pull's thunks (late on a busy machine) can run `close` between the two: the pipe is
+            # closed when the write comes. `close` has run; nothing is left to do.
+            pass
         thread.join(_JOIN_TIMEOUT)
 
     return Running(int(getattr(server, "effective_port", port)), stop)
@@ -104,7 +113,6 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
         # gthread workers notice SIGTERM within a second (a sync worker can sleep for half its timeout)
         # and keep connections alive.
         "worker_class": "gthread",
-        "post_fork": hooks.post_fork,
         "post_worker_init": hooks.post_worker_init,
         "worker_exit": hooks.worker_exit,
         **settings,
