@@ -8,7 +8,7 @@ directly; the public value parsers are re-exported from here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeGuard
 
 from otel_wsgi import semconv as sc
 from otel_wsgi.finish import status_error_type
@@ -251,26 +251,27 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
     fixed = head.fixed_attributes
     if fixed is None:  # a head built by hand
         fixed = _fixed_attributes(environ, config, head.method, head.scheme, head.version)
-    attributes: dict[str, AttributeValue] = {
-        **fixed,
-        sc.URL_PATH: url_path(_text(environ, "SCRIPT_NAME"), _text(environ, "PATH_INFO"))[:limit],
-    }
-    query = _text(environ, "QUERY_STRING")
+    get = environ.get
+    read = (
+        get("SCRIPT_NAME"), get("PATH_INFO"), get("QUERY_STRING"), get("REMOTE_ADDR"), get("HTTP_USER_AGENT"),
+    )  # fmt: skip
+    texts = read if _all_text(read) else tuple(as_text(value) or "" for value in read)
+    script, path, query, peer, agent = texts
+    attributes: dict[str, AttributeValue] = {**fixed, sc.URL_PATH: url_path(script, path)[:limit]}
     if query:
         attributes[sc.URL_QUERY] = url_query(query, config.redact_query_params)[:limit]
-    peer, peer_port = _text(environ, "REMOTE_ADDR")[:limit] or None, parse_port(environ.get("REMOTE_PORT"))
+    peer_address, peer_port = peer[:limit] or None, parse_port(get("REMOTE_PORT"))
     client, client_port = _forwarded_client(environ) if config.forwarded_headers else (None, None)
     if client is None:
-        client, client_port = peer, peer_port
+        client, client_port = peer_address, peer_port
     if client is not None:
         attributes[sc.CLIENT_ADDRESS] = client[:limit]
     if client_port is not None:
         attributes[sc.CLIENT_PORT] = client_port
-    if peer is not None:
-        attributes[sc.NETWORK_PEER_ADDRESS] = peer
+    if peer_address is not None:
+        attributes[sc.NETWORK_PEER_ADDRESS] = peer_address
     if peer_port is not None:
         attributes[sc.NETWORK_PEER_PORT] = peer_port
-    agent = _text(environ, "HTTP_USER_AGENT")
     if agent:
         original, synthetic = _user_agent(agent, config)
         attributes[sc.USER_AGENT_ORIGINAL] = original
@@ -383,6 +384,14 @@ def _text(environ: Environ, key: str) -> str:
     if isinstance(value, str):
         return value
     return as_text(value) or ""
+
+
+def _all_text(values: tuple[object, ...]) -> TypeGuard[tuple[str, ...]]:
+    """True if every value is a `str` (the common case: nothing to narrow one by one)."""
+    for value in values:
+        if type(value) is not str:
+            return False
+    return True
 
 
 def _sanitized(name: str, value: tuple[str, ...], config: Config) -> tuple[str, ...]:
