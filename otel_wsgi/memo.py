@@ -2,11 +2,12 @@
 
 A pure function of a few request values (the Host header, the method, the user agent...) gives the same
 result for the same values, so its result can be kept and handed out again. Those values are chosen by
-the client, so every table is bounded: when one is full it is emptied and starts again, which costs a
-flood of distinct values one `clear()` per `MEMO_LIMIT` new values (no per-request eviction) and lets
-hot values come back after a flood. Only short, exact `str` inputs are kept (see `keepable`), so memory
-stays bounded too. This is the only mutable state of the pure layer; what it holds never changes a
-result, only how fast it comes.
+the client, so every table is bounded: once full it keeps what it has and stops inserting, so a flood of
+distinct values costs each request only a failed lookup (no eviction, no growth). After `MEMO_RESET`
+such misses it starts over, so traffic that changes (a new Host, new browser versions) is kept again
+after a while. Only short, exact `str` inputs are kept (see `keepable`), so memory stays bounded too.
+This is the only mutable state of the pure layer; what it holds never changes a result, only how fast
+it comes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from otel_wsgi.types import RequestHead
 
 #: Entries a table keeps before it is emptied.
 MEMO_LIMIT: Final = 512
+#: Misses a full table takes before it is emptied and filled again.
+MEMO_RESET: Final = 16 * MEMO_LIMIT
 #: Longest input value kept (a DNS name is at most 253 characters; most user agents are under 300).
 MEMO_VALUE_LIMIT: Final = 512
 
@@ -26,15 +29,25 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
+class Table(dict[_K, _V]):
+    """A memo table: a dict (its `get` is the lookup) that counts the misses it takes once full."""
+
+    __slots__ = ("misses",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.misses = 0
+
+
 class Memo:
     """The memo tables of one `Config`: request heads by their inputs, user agents by value."""
 
     __slots__ = ("heads", "agents")
 
     def __init__(self) -> None:
-        self.heads: dict[HeadKey, RequestHead] = {}
+        self.heads: Table[HeadKey, RequestHead] = Table()
         #: user agent -> (`user_agent.original`, `user_agent.synthetic.type`)
-        self.agents: dict[str, tuple[str, str | None]] = {}
+        self.agents: Table[str, tuple[str, str | None]] = Table()
 
 
 def keepable(values: tuple[object, ...]) -> bool:
@@ -49,9 +62,14 @@ def keepable(values: tuple[object, ...]) -> bool:
     return True
 
 
-def remember(table: dict[_K, _V], key: _K, value: _V) -> _V:
-    """Keep `value` under `key` and return it; a full table is emptied first (bounded, no eviction order)."""
-    if len(table) >= MEMO_LIMIT:
-        table.clear()
-    table[key] = value
+def remember(table: Table[_K, _V], key: _K, value: _V) -> _V:
+    """Keep `value` under `key` unless the table is full, and return it; a full table is emptied after
+    `MEMO_RESET` values it could not keep."""
+    if len(table) < MEMO_LIMIT:
+        table[key] = value
+    else:
+        table.misses += 1
+        if table.misses >= MEMO_RESET:
+            table.clear()
+            table.misses = 0
     return value

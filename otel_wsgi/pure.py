@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final, TypeGuard
 
 from otel_wsgi import semconv as sc
 from otel_wsgi.finish import status_error_type
-from otel_wsgi.memo import MEMO_VALUE_LIMIT, HeadKey, keepable, remember
+from otel_wsgi.memo import MEMO_LIMIT, MEMO_VALUE_LIMIT, HeadKey, keepable, remember
 from otel_wsgi.naming import span_name
 from otel_wsgi.types import (
     OTHER,
@@ -198,7 +198,7 @@ def _memo_head(environ: Environ, config: Config) -> RequestHead:
         return _new_head(environ, config)
     if head is None:
         head = _new_head(environ, config)
-        if keepable(key):
+        if len(heads) >= MEMO_LIMIT or keepable(key):  # a full table keeps nothing: no need to check
             remember(heads, key, head)
     return head
 
@@ -206,7 +206,7 @@ def _memo_head(environ: Environ, config: Config) -> RequestHead:
 def _new_head(environ: Environ, config: Config) -> RequestHead:
     """Return the head of a request from the values `_memo_head` keys it on (none else is read)."""
     limit = config.max_attribute_length
-    method = _text(environ, "REQUEST_METHOD")
+    method = raw_method = _text(environ, "REQUEST_METHOD")
     if method not in config.known_methods:
         method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)
         method = method[:limit]  # any token with capture_all_methods: span names and metrics stay bounded
@@ -217,18 +217,18 @@ def _new_head(environ: Environ, config: Config) -> RequestHead:
     if config.semconv != "stable":  # the old duration metric carries SERVER_NAME and SERVER_PORT
         name = environ.get("SERVER_NAME")
         server = (name[:limit] if isinstance(name, str) else None, parse_port(environ.get("SERVER_PORT")))
-    fixed = _fixed_attributes(environ, config, method, scheme, version)
+    fixed = _fixed_attributes(environ, config, method, scheme, version, raw_method)
     return RequestHead(method, scheme, version, True, server, None, None, fixed)
 
 
 def _fixed_attributes(
-    environ: Environ, config: Config, method: str, scheme: str, version: str | None
+    environ: Environ, config: Config, method: str, scheme: str, version: str | None, raw_method: str
 ) -> dict[str, AttributeValue]:
     """Return the stable start attributes that follow from the head's inputs: method (and the original
-    one), scheme, server address and port (Host, the proxy's host, else SERVER_NAME), protocol version."""
+    one, `raw_method` as sent), scheme, server address and port (Host, the proxy's host, else
+    SERVER_NAME), protocol version."""
     limit = config.max_attribute_length
     fixed: dict[str, AttributeValue] = {sc.HTTP_REQUEST_METHOD: method, sc.URL_SCHEME: scheme}
-    raw_method = _text(environ, "REQUEST_METHOD")
     if raw_method and raw_method != method:  # no method sent: nothing original to report
         fixed[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
     address, port = _server(environ, config, scheme)
@@ -250,7 +250,8 @@ def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> d
     limit = config.max_attribute_length
     fixed = head.fixed_attributes
     if fixed is None:  # a head built by hand
-        fixed = _fixed_attributes(environ, config, head.method, head.scheme, head.version)
+        raw_method = _text(environ, "REQUEST_METHOD")
+        fixed = _fixed_attributes(environ, config, head.method, head.scheme, head.version, raw_method)
     get = environ.get
     read = (
         get("SCRIPT_NAME"), get("PATH_INFO"), get("QUERY_STRING"), get("REMOTE_ADDR"), get("HTTP_USER_AGENT"),

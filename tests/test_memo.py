@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_pure import CONFIGS, ENVIRONS, FULL
 
 from otel_wsgi.config import Config
-from otel_wsgi.memo import MEMO_LIMIT, MEMO_VALUE_LIMIT, keepable, remember
+from otel_wsgi.memo import MEMO_LIMIT, MEMO_RESET, MEMO_VALUE_LIMIT, Table, keepable, remember
 from otel_wsgi.pure import request_attributes, request_head, request_record
 
 
@@ -37,12 +37,19 @@ def test_keepable(values: tuple[object, ...], expected: bool) -> None:
     assert keepable(values) is expected
 
 
-def test_remember_empties_a_full_table_first() -> None:
-    table: dict[object, int] = {index: index for index in range(MEMO_LIMIT)}
-    assert remember(table, "new", -1) == -1
-    assert table == {"new": -1}
-    assert remember(table, "next", -2) == -2
-    assert table == {"new": -1, "next": -2}
+def test_a_full_table_keeps_what_it_has_then_starts_over() -> None:
+    table: Table[object, int] = Table()
+    for index in range(MEMO_LIMIT):
+        assert remember(table, index, index) == index
+    assert remember(table, "new", -1) == -1  # handed back, not kept
+    assert len(table) == MEMO_LIMIT and "new" not in table and table[0] == 0
+    for _ in range(MEMO_RESET - 2):
+        remember(table, "new", -1)
+    assert len(table) == MEMO_LIMIT
+    remember(table, "last", -2)  # the MEMO_RESET-th miss empties it
+    assert len(table) == 0 and table.misses == 0
+    remember(table, "next", -3)
+    assert table == {"next": -3}
 
 
 @given(environs=st.lists(ENVIRONS.map(lambda extra: FULL | extra) | ENVIRONS, min_size=1, max_size=6))
@@ -79,7 +86,7 @@ def test_tables_stay_bounded_under_a_flood_of_client_chosen_values() -> None:
         assert record.attributes["server.address"] == f"p{index}.example.com"
         assert record.attributes["user_agent.original"] == f"agent/{index}"
         assert record.attributes["http.request.method_original"] == f"M{index}"
-    assert config.memo.heads and config.memo.agents  # the tables were used, then emptied, then refilled
+    assert len(config.memo.heads) == len(config.memo.agents) == MEMO_LIMIT  # full, and no larger
 
 
 def test_long_and_unhashable_values_are_computed_not_kept() -> None:
