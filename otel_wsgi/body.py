@@ -123,12 +123,19 @@ class SequenceBody(SizedBody):
     __slots__ = ()
 
     def __init__(self, result: Iterable[bytes], request: Owner) -> None:
-        super().__init__(result, request)
+        # Body.__init__'s fields set here: the commonest body pays one call, not two.
+        self._result = result
         self._iterator = iter(result)
+        self._request = request
 
     @override
     def __next__(self) -> bytes:
-        return _counted(self._request, next(self._iterator))  # type: ignore[arg-type]  # set in __init__
+        chunk: bytes = next(self._iterator)  # type: ignore[arg-type]  # set in __init__
+        try:  # _counted, inlined: this runs for every chunk of the commonest body
+            self._request.facts.sent += len(chunk)
+        except TypeError:
+            pass  # not bytes: the server will say so, not us
+        return chunk
 
 
 def _counted(owner: Owner, chunk: bytes) -> bytes:

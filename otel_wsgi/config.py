@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from otel_wsgi.memo import Memo
 from otel_wsgi.types import (
     KNOWN_METHODS,
     OTHER,
@@ -75,6 +76,8 @@ class Config:
     request_header_keys: tuple[HeaderKey, ...] | None = field(init=False, repr=False, compare=False)
     response_header_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     sanitize_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    # The pure functions' bounded memo tables for this configuration (`otel_wsgi.memo`).
+    memo: Memo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -86,6 +89,7 @@ class Config:
             "request_header_keys": _header_keys(self.capture_request_headers, sanitize),
             "response_header_re": _compile(self.capture_response_headers, re.IGNORECASE),
             "sanitize_re": sanitize,
+            "memo": Memo(),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)

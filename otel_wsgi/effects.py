@@ -13,16 +13,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Final
+from typing import Final, TypeGuard
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
 # The key `suppress_instrumentation()` sets; the API has no public name for it (contrib uses this one).
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from typing_extensions import override
 
 from otel_wsgi._version import __version__
@@ -81,14 +84,51 @@ class _EnvironGetter(Getter[WSGIEnvironment]):
 
 
 _GETTER: Final = _EnvironGetter()
+# Propagators whose `extract` reads no carrier key but their `fields` (the API's W3C pair): a request
+# carrying none of those has no remote context, and extracting it would only build an empty one.
+_FIELD_READERS: Final = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+# The parent of a request without a remote context: what extraction returns then (Context is immutable).
+_NO_PARENT: Final = Context()
+
+
+def carrier_keys(propagator: TextMapPropagator) -> tuple[str, ...] | None:
+    """Return the environ keys `propagator` extracts from, or None unless it is known to read its
+    `fields` only (one of `_FIELD_READERS`, or a composite of them; any other may read other keys)."""
+    if not _reads_fields_only(propagator):
+        return None
+    try:
+        fields = propagator.fields
+    except Exception:
+        return None
+    return tuple(header_environ_key(name) for name in sorted(fields))
+
+
+def _reads_fields_only(propagator: object) -> bool:
+    if type(propagator) in _FIELD_READERS:
+        return True
+    if type(propagator) is not CompositePropagator:
+        return False
+    members: object = getattr(propagator, "_propagators", None)  # no public accessor
+    return _is_list(members) and all(map(_reads_fields_only, members))
+
+
+def _carries_any(environ: WSGIEnvironment, keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        if key in environ:
+            return True
+    return False
+
+
+def _is_list(value: object) -> TypeGuard[list[object] | tuple[object, ...]]:
+    return isinstance(value, list | tuple)
 
 
 class _Shell:
     """Everything prepared once per `build_middleware()` and shared by its requests, with its caches."""
 
     __slots__ = (
-        "config", "nested", "tracer", "extract", "request_hook", "response_hook", "metrics", "naming",
-        "warned", "statuses", "finishes",
+        "config", "nested", "tracer", "propagator", "carrier", "request_hook", "response_hook", "metrics",
+        "naming", "warned", "statuses", "finishes",
     )  # fmt: skip
 
     def __init__(
@@ -106,7 +146,9 @@ class _Shell:
             config, capture_request_headers=(), capture_response_headers=(), traceresponse=False
         )
         self.tracer = tracer
-        self.extract: Callable[..., Context] = propagate.extract if propagator is None else propagator.extract
+        self.propagator = propagator  # None: the global one, looked up per request (it may be set later)
+        # The last propagator used and the environ keys it reads (None: always extract).
+        self.carrier: tuple[TextMapPropagator | None, tuple[str, ...] | None] = (None, None)
         self.request_hook, self.response_hook = hooks
         self.metrics = metrics
         self.naming = naming
@@ -130,9 +172,11 @@ class _Shell:
     def begin(self, environ: WSGIEnvironment, start: int) -> TracedRequest | None:
         """Start the span for a request, or return None when the request must pass through untouched."""
         current = context.get_current()
-        if current.get(_SUPPRESS_INSTRUMENTATION_KEY):
-            return None
-        nested = trace.get_current_span(current).get_span_context().is_valid
+        nested = False
+        if current:  # an empty context (a server thread's usual one) suppresses nothing and holds no span
+            if current.get(_SUPPRESS_INSTRUMENTATION_KEY):
+                return None
+            nested = trace.get_current_span(current).get_span_context().is_valid
         config, naming = (self.nested if nested else self.config), self.naming
         head = request_head(environ, config, path=naming.reads_path)
         if not head.traced:
@@ -159,7 +203,17 @@ class _Shell:
     def remote_parent(self, environ: WSGIEnvironment) -> tuple[Context | None, list[Link] | None]:
         """Return the extracted parent, or (no parent, a link to it) when remote context is untrusted."""
         try:
-            extracted = self.extract(environ, getter=_GETTER)
+            propagator = self.propagator
+            if propagator is None:
+                propagator = propagate.get_global_textmap()
+            used, keys = self.carrier
+            if propagator is not used:
+                keys = carrier_keys(propagator)
+                self.carrier = (propagator, keys)
+            if keys is None or _carries_any(environ, keys):
+                extracted = propagator.extract(environ, getter=_GETTER)
+            else:
+                extracted = _NO_PARENT
         except Exception:
             self.log_failure("context extraction")
             return None, None

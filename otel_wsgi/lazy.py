@@ -34,42 +34,43 @@ class LazyAttributes(Mapping[str, AttributeValue]):
 
     def build(self) -> None:
         """Build the attributes now, if nothing has read them yet."""
-        self._attributes()
+        if self._built is None:
+            self._build()
 
-    def _attributes(self) -> Attributes:
-        built = self._built
-        if built is None:
-            environ: Environ = self._environ if self._environ is not None else {}
-            built = self._built = request_attributes(environ, self._config, self._head)
-            self._environ = None  # keep no reference to the request once built
+    def _build(self) -> Attributes:
+        environ: Environ = self._environ if self._environ is not None else {}
+        built = self._built = request_attributes(environ, self._config, self._head)
+        self._environ = None  # keep no reference to the request once built
         return built
 
+    # Each method reads `_built` itself (else `_build()`): the SDK calls them on every recorded span,
+    # and one more call each would cost what the mapping saves.
     @override
     def __getitem__(self, key: str) -> AttributeValue:
-        return self._attributes()[key]
+        return (self._built if self._built is not None else self._build())[key]
 
     @override
     def __iter__(self) -> Iterator[str]:
-        return iter(self._attributes())
+        return iter(self._built if self._built is not None else self._build())
 
     @override
     def __len__(self) -> int:
-        return len(self._attributes())
+        return len(self._built if self._built is not None else self._build())
 
     # The views and lookups go straight to the built dict: the Mapping mixins would call back into
     # __iter__ and __getitem__ once per attribute, which costs more than building them.
     @override
     def items(self) -> ItemsView[str, AttributeValue]:
-        return self._attributes().items()
+        return (self._built if self._built is not None else self._build()).items()
 
     @override
     def keys(self) -> KeysView[str]:
-        return self._attributes().keys()
+        return (self._built if self._built is not None else self._build()).keys()
 
     @override
     def __contains__(self, key: object) -> bool:
-        return key in self._attributes()
+        return key in (self._built if self._built is not None else self._build())
 
     def copy(self) -> dict[str, AttributeValue]:
         """A plain dict of the attributes (`MappingProxyType.copy()`, as the SDK calls it, needs this)."""
-        return dict(self._attributes())
+        return dict(self._built if self._built is not None else self._build())

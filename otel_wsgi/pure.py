@@ -8,10 +8,11 @@ directly; the public value parsers are re-exported from here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeGuard
 
 from otel_wsgi import semconv as sc
 from otel_wsgi.finish import status_error_type
+from otel_wsgi.memo import MEMO_LIMIT, MEMO_VALUE_LIMIT, HeadKey, keepable, remember
 from otel_wsgi.naming import span_name
 from otel_wsgi.types import (
     OTHER,
@@ -88,22 +89,15 @@ _REDACTED_USERINFO: Final = "REDACTED:REDACTED@"
 def request_head(environ: Environ, config: Config, *, path: bool = False) -> RequestHead:
     """Return what the span name and the metrics need: method, scheme, protocol version, whether the
     request is traced at all (`excluded_urls`), and what the configured metrics (or, with `path`, the
-    naming policy) read at the start. Cheap: no attribute is built."""
-    limit = config.max_attribute_length
-    method = _text(environ, "REQUEST_METHOD")
-    if method not in config.known_methods:
-        method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)
-        method = method[:limit]  # any token with capture_all_methods: span names and metrics stay bounded
-    scheme = _scheme(environ, config)[:limit]  # X-Forwarded-Proto can be any length
-    version = protocol_version(_text(environ, "SERVER_PROTOCOL"))
-    traced = config.excluded_re is None or not _excluded(environ, config, scheme)
-    server = None
-    if config.semconv != "stable":  # the old duration metric carries SERVER_NAME and SERVER_PORT
-        name = environ.get("SERVER_NAME")
-        server = (name[:limit] if isinstance(name, str) else None, parse_port(environ.get("SERVER_PORT")))
+    naming policy) read at the start. Cheap: memoised on its inputs (`otel_wsgi.memo`)."""
+    head = _memo_head(environ, config)
+    if config.excluded_re is None and not config.body_size_metrics and not path:
+        return head  # the common case: everything in it follows from the memo key
+    traced = config.excluded_re is None or not _excluded(environ, config, head.scheme)
     length = parse_length(environ.get("CONTENT_LENGTH")) if config.body_size_metrics else None
-    raw_path = _text(environ, "PATH_INFO").strip()[:limit] if path else None
-    return RequestHead(method, scheme, version and version[:limit], traced, server, length, raw_path)
+    raw_path = _text(environ, "PATH_INFO").strip()[: config.max_attribute_length] if path else None
+    method, scheme, version, _, server, _, _, fixed = head
+    return RequestHead(method, scheme, version, traced, server, length, raw_path, fixed)
 
 
 def request_record(environ: Environ, config: Config) -> RequestRecord:
@@ -192,49 +186,114 @@ def response_header_attributes(headers: ResponseHeaders, config: Config) -> dict
 # --- private helpers ---
 
 
+def _memo_head(environ: Environ, config: Config) -> RequestHead:
+    """Return `_new_head`, kept per config under the raw environ values it reads (`otel_wsgi.memo`)."""
+    get = environ.get
+    key: HeadKey = (
+        get("HTTP_HOST"), get("SERVER_NAME"), get("SERVER_PORT"), get("wsgi.url_scheme"),
+        get("SERVER_PROTOCOL"), get("REQUEST_METHOD"),
+    )  # fmt: skip
+    if config.forwarded_headers:
+        key += (get("HTTP_FORWARDED"), get("HTTP_X_FORWARDED_HOST"), get("HTTP_X_FORWARDED_PROTO"))
+    heads = config.memo.heads
+    try:
+        head = heads.get(key)
+    except Exception:  # an unhashable (or hostile) value: computed every time, never kept
+        return _new_head(environ, config)
+    if head is None:
+        head = _new_head(environ, config)
+        if len(heads) >= MEMO_LIMIT or keepable(key):  # a full table keeps nothing: no need to check
+            remember(heads, key, head)
+    return head
+
+
+def _new_head(environ: Environ, config: Config) -> RequestHead:
+    """Return the head of a request from the values `_memo_head` keys it on (none else is read)."""
+    limit = config.max_attribute_length
+    method = raw_method = _text(environ, "REQUEST_METHOD")
+    if method not in config.known_methods:
+        method = normalize_method(method, config.known_methods, capture_all=config.capture_all_methods)
+        method = method[:limit]  # any token with capture_all_methods: span names and metrics stay bounded
+    scheme = _scheme(environ, config)[:limit]  # X-Forwarded-Proto can be any length
+    version = protocol_version(_text(environ, "SERVER_PROTOCOL"))
+    version = version and version[:limit]
+    server = None
+    if config.semconv != "stable":  # the old duration metric carries SERVER_NAME and SERVER_PORT
+        name = environ.get("SERVER_NAME")
+        server = (name[:limit] if isinstance(name, str) else None, parse_port(environ.get("SERVER_PORT")))
+    fixed = _fixed_attributes(environ, config, method, scheme, version, raw_method)
+    return RequestHead(method, scheme, version, True, server, None, None, fixed)
+
+
+def _fixed_attributes(
+    environ: Environ, config: Config, method: str, scheme: str, version: str | None, raw_method: str
+) -> dict[str, AttributeValue]:
+    """Return the stable start attributes that follow from the head's inputs: method (and the original
+    one, `raw_method` as sent), scheme, server address and port (Host, the proxy's host, else
+    SERVER_NAME), protocol version."""
+    limit = config.max_attribute_length
+    fixed: dict[str, AttributeValue] = {sc.HTTP_REQUEST_METHOD: method, sc.URL_SCHEME: scheme}
+    if raw_method and raw_method != method:  # no method sent: nothing original to report
+        fixed[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
+    address, port = _server(environ, config, scheme)
+    if address is not None:
+        fixed[sc.SERVER_ADDRESS] = address[:limit]
+    if port is not None:
+        fixed[sc.SERVER_PORT] = port
+    if version is not None:
+        fixed[sc.NETWORK_PROTOCOL_VERSION] = version
+    return fixed
+
+
 def _stable_attributes(environ: Environ, config: Config, head: RequestHead) -> dict[str, AttributeValue]:
     """Return the stable-convention attributes of a request (the old names derive from these).
 
-    The hot path: plain environ reads, and the common hosts, ports, paths and protocols skip regexes.
+    The hot path: the head brings the attributes of its memoised inputs; per request, the path, query,
+    client and user agent are read once each.
     """
     limit = config.max_attribute_length
-    address, port = _server(environ, config, head.scheme)
-    attributes: dict[str, AttributeValue] = {
-        sc.HTTP_REQUEST_METHOD: head.method,
-        sc.URL_SCHEME: head.scheme,
-        sc.URL_PATH: _path(environ)[:limit],
-    }
-    raw_method = _text(environ, "REQUEST_METHOD")
-    if raw_method and raw_method != head.method:  # no method sent: nothing original to report
-        attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method[:limit]
-    query = _text(environ, "QUERY_STRING")
+    fixed = head.fixed_attributes
+    if fixed is None:  # a head built by hand
+        raw_method = _text(environ, "REQUEST_METHOD")
+        fixed = _fixed_attributes(environ, config, head.method, head.scheme, head.version, raw_method)
+    get = environ.get
+    read = (
+        get("SCRIPT_NAME"), get("PATH_INFO"), get("QUERY_STRING"), get("REMOTE_ADDR"), get("HTTP_USER_AGENT"),
+    )  # fmt: skip
+    texts = read if _all_text(read) else tuple(as_text(value) or "" for value in read)
+    script, path, query, peer, agent = texts
+    attributes: dict[str, AttributeValue] = {**fixed, sc.URL_PATH: url_path(script, path)[:limit]}
     if query:
         attributes[sc.URL_QUERY] = url_query(query, config.redact_query_params)[:limit]
-    if address is not None:
-        attributes[sc.SERVER_ADDRESS] = address[:limit]
-    if port is not None:
-        attributes[sc.SERVER_PORT] = port
-    peer, peer_port = _text(environ, "REMOTE_ADDR") or None, parse_port(environ.get("REMOTE_PORT"))
+    peer_address, peer_port = peer[:limit] or None, parse_port(get("REMOTE_PORT"))
     client, client_port = _forwarded_client(environ) if config.forwarded_headers else (None, None)
     if client is None:
-        client, client_port = peer, peer_port
+        client, client_port = peer_address, peer_port
     if client is not None:
         attributes[sc.CLIENT_ADDRESS] = client[:limit]
     if client_port is not None:
         attributes[sc.CLIENT_PORT] = client_port
-    if peer is not None:
-        attributes[sc.NETWORK_PEER_ADDRESS] = peer[:limit]
+    if peer_address is not None:
+        attributes[sc.NETWORK_PEER_ADDRESS] = peer_address
     if peer_port is not None:
         attributes[sc.NETWORK_PEER_PORT] = peer_port
-    if head.version is not None:
-        attributes[sc.NETWORK_PROTOCOL_VERSION] = head.version
-    agent = _text(environ, "HTTP_USER_AGENT")
     if agent:
-        attributes[sc.USER_AGENT_ORIGINAL] = agent[:limit]
-        synthetic = synthetic_type(agent)
+        original, synthetic = _user_agent(agent, config)
+        attributes[sc.USER_AGENT_ORIGINAL] = original
         if synthetic is not None:
             attributes[sc.USER_AGENT_SYNTHETIC_TYPE] = synthetic
     return attributes
+
+
+def _user_agent(agent: str, config: Config) -> tuple[str, str | None]:
+    """Return `user_agent.original` and `user_agent.synthetic.type`, memoised per config."""
+    agents = config.memo.agents
+    found = agents.get(agent) if type(agent) is str else None
+    if found is None:
+        found = (agent[: config.max_attribute_length], synthetic_type(agent))
+        if type(agent) is str and len(agent) <= MEMO_VALUE_LIMIT:
+            remember(agents, agent, found)
+    return found
 
 
 def _scheme(environ: Environ, config: Config) -> str:
@@ -349,6 +408,14 @@ def _text(environ: Environ, key: str) -> str:
     if isinstance(value, str):
         return value
     return as_text(value) or ""
+
+
+def _all_text(values: tuple[object, ...]) -> TypeGuard[tuple[str, ...]]:
+    """True if every value is a `str` (the common case: nothing to narrow one by one)."""
+    for value in values:
+        if type(value) is not str:
+            return False
+    return True
 
 
 def _sanitized(name: str, value: tuple[str, ...], config: Config) -> tuple[str, ...]:

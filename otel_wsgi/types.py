@@ -56,7 +56,9 @@ class RequestHead(NamedTuple):
     (`url.scheme`, `network.protocol.version`); `traced` is False for an excluded request. The last
     three are read only when something needs them, else None: `server` (SERVER_NAME, SERVER_PORT) for the
     old-convention metric, `length` (the request's Content-Length) for body-size metrics, `path` (the raw
-    PATH_INFO, stripped) for a span-naming policy that shows it.
+    PATH_INFO, stripped) for a span-naming policy that shows it. `fixed_attributes` are the stable start
+    attributes that follow from the head's own inputs (method, scheme, server address and port, protocol
+    version), computed with the head so a memoised head brings them along; None if not computed.
 
     A NamedTuple, not a frozen dataclass like the other records: it is built for every request, and a
     frozen dataclass pays a call per field to build (seven fields: about a third of `request_head`).
@@ -69,6 +71,7 @@ class RequestHead(NamedTuple):
     server: tuple[str | None, int | None] | None = None
     length: int | None = None
     path: str | None = None
+    fixed_attributes: Attributes | None = None
 
 
 #: A span-naming policy: the span name from a request's head and its route (None until one is reported).

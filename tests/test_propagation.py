@@ -5,17 +5,25 @@ The getter is the one `wrap()` hands its propagator: a propagator that keeps it 
 
 from __future__ import annotations
 
-from wsgiref.types import WSGIEnvironment
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
 from apps import ExtractOnlyPropagator, Traced, list_app, make_environ, run
+from opentelemetry import baggage, propagate
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
+    TextMapPropagator,
     default_getter,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from typing_extensions import override
+
+from otel_wsgi.effects import carrier_keys
 
 
 class GetterKeeper(ExtractOnlyPropagator):
@@ -77,3 +85,55 @@ def test_every_listed_key_can_be_read_back(getter: Getter[WSGIEnvironment]) -> N
         "x-one-two": ["b"],
         "content-type": ["c"],
     }
+
+
+# --- which requests are worth extracting ---
+
+TRACECONTEXT = TraceContextTextMapPropagator()
+BAGGAGE = W3CBaggagePropagator()
+
+CARRIER_CASES = [
+    pytest.param(TRACECONTEXT, ("HTTP_TRACEPARENT", "HTTP_TRACESTATE"), id="tracecontext"),
+    pytest.param(BAGGAGE, ("HTTP_BAGGAGE",), id="baggage"),
+    pytest.param(
+        CompositePropagator([TRACECONTEXT, BAGGAGE]),
+        ("HTTP_BAGGAGE", "HTTP_TRACEPARENT", "HTTP_TRACESTATE"),
+        id="the-default-composite",
+    ),
+    pytest.param(CompositePropagator([]), (), id="empty-composite-extracts-nothing"),
+    # Any other propagator may read keys beyond its fields (Jaeger reads every `uberctx-*` header).
+    pytest.param(GetterKeeper(), None, id="unknown"),
+    pytest.param(CompositePropagator([TRACECONTEXT, GetterKeeper()]), None, id="composite-with-unknown"),
+]
+
+
+@pytest.mark.parametrize(("propagator", "expected"), CARRIER_CASES)
+def test_carrier_keys(propagator: TextMapPropagator, expected: tuple[str, ...] | None) -> None:
+    assert carrier_keys(propagator) == expected
+
+
+def baggage_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return [repr(sorted(baggage.get_all().items())).encode()]
+
+
+def test_baggage_alone_is_still_extracted(traced: Traced) -> None:
+    app = traced(baggage_app, propagator=CompositePropagator([TRACECONTEXT, BAGGAGE]))
+    assert run(app, make_environ(HTTP_BAGGAGE="tenant=acme")).body == b"[('tenant', 'acme')]"
+    assert run(app, make_environ()).body == b"[]"
+
+
+def test_a_global_propagator_set_after_wrap_is_used_for_every_request(traced: Traced) -> None:
+    app = traced(list_app())  # the global propagator, looked up per request
+    run(app, make_environ())  # the default one: nothing to extract from this request
+    keeper = GetterKeeper()
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(keeper)
+    try:
+        run(app, make_environ())
+        run(app, make_environ())
+    finally:
+        propagate.set_global_textmap(previous)
+    assert len(keeper.getters) == 2  # not known to read its fields only: asked on every request
+    run(app, make_environ())
+    assert len(keeper.getters) == 2
