@@ -51,13 +51,21 @@ def start_waitress(app: WSGIApplication, host: str, port: int, *, threads: int) 
     def refuse() -> None:
         server.accepting = False
 
+    def on_loop(thunk: Callable[[], None]) -> None:
+        # The loop thread runs queued thunks under the trigger's lock whenever it wakes, and worker
+        # threads wake it at any time: holding the lock until the wake-up byte is written keeps a thunk
+        # that closes the trigger from running before that write (which would then hit a closed pipe).
+        with server.trigger.lock:
+            server.trigger.thunks.append(thunk)
+            server.trigger._physical_pull()  # pyright: ignore[reportPrivateUsage]
+
     def stop() -> None:
-        # On the loop's own thread (its trigger runs thunks there): stop accepting (the listener is no
-        # longer polled); then let the worker threads finish the requests they are running, so their
-        # spans end; then close every channel and the listener, which ends the loop.
-        server.trigger.pull_trigger(refuse)
+        # On the loop's own thread: stop accepting (the listener is no longer polled); then let the
+        # worker threads finish the requests they are running, so their spans end; then close every
+        # channel, the listener and the trigger, which ends the loop.
+        on_loop(refuse)
         server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
+        on_loop(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
         thread.join(_JOIN_TIMEOUT)
 
     return Running(int(getattr(server, "effective_port", port)), stop)
