@@ -8,6 +8,7 @@ by `stop()`, which returns once every request it accepted has ended, span includ
 from __future__ import annotations
 
 import importlib
+import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -103,17 +104,32 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
     """Run gunicorn's master in this process on `sock`, with `settings` and the otel_wsgi hooks.
 
     Returns only through SystemExit, when the master stops (SIGTERM or SIGINT: graceful, each worker
-    flushing its pipeline in `worker_exit`).
+    finishing its requests, then flushing its pipeline in `worker_exit`).
     """
     base = importlib.import_module("gunicorn.app.base")
     hooks = importlib.import_module("otel_wsgi.gunicorn")
+
+    # gunicorn's own SIGINT is a quick stop: its workers exit in the middle of their requests, which
+    # may still be answered after the pipeline has shut down, their spans lost. Here SIGINT, to the
+    # master or (Ctrl-C) to the whole process group, stops as gracefully as SIGTERM.
+    def on_starting(arbiter: Any) -> None:
+        arbiter.handle_int = arbiter.handle_term
+
+    def post_worker_init(worker: Any) -> None:
+        hooks.post_worker_init(worker)
+        signal.signal(signal.SIGINT, worker.handle_exit)
+        signal.siginterrupt(signal.SIGINT, False)  # as gunicorn does for SIGTERM
+
     options: dict[str, object] = {
         "bind": [f"fd://{sock.detach()}"],  # gunicorn owns the descriptor from now on
         # gthread workers notice SIGTERM within a second (a sync worker can sleep for half its timeout)
         # and keep connections alive.
         "worker_class": "gthread",
-        "post_fork": hooks.post_fork,
-        "post_worker_init": hooks.post_worker_init,
+        "on_starting": on_starting,
+        # No post_fork: until the worker installs its signal handlers (after post_fork), a stop signal
+        # from the master is lost, and it then waits its graceful timeout. post_worker_init, called
+        # after that, builds the pipeline, which takes long enough (imports) to make that likely.
+        "post_worker_init": post_worker_init,
         "worker_exit": hooks.worker_exit,
         **settings,
     }
