@@ -46,7 +46,7 @@ Traced = Callable[..., WSGIApplication]
 BODY = (b"hello", b" ", b"world")
 HEADERS: Headers = [("Content-Type", "text/plain")]
 #: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
-DEADLINE: Final = 15.0
+DEADLINE: Final = 60.0
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from otel_wsgi.integrations.django import http_route
 
 FRAMEWORKS: Final = sorted(BUILDERS)
 #: How long a wait for a server or a span may take before the test fails (never asserted on).
-DEADLINE: Final = 10.0
+DEADLINE: Final = 60.0
 
 
 @pytest.fixture(scope="module", autouse=True)
