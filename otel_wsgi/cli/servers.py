@@ -126,9 +126,9 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
         # and keep connections alive.
         "worker_class": "gthread",
         "on_starting": on_starting,
-        # No post_fork: until the worker installs its signal handlers (after post_fork), a stop signal
-        # from the master is lost, and it then waits its graceful timeout. post_worker_init, called
-        # after that, builds the pipeline, which takes long enough (imports) to make that likely.
+        # No post_fork: gunicorn calls it before the worker has its own signal handlers, so a stop
+        # signal arriving while it built the pipeline (imports: seconds under load) was lost and the
+        # master waited out its graceful timeout. post_worker_init, called after, builds it instead.
         "post_worker_init": post_worker_init,
         "worker_exit": hooks.worker_exit,
         **settings,
