@@ -48,7 +48,7 @@ Traced = Callable[..., WSGIApplication]
 BODY = (b"hello", b" ", b"world")
 HEADERS: Headers = [("Content-Type", "text/plain")]
 #: How long any wait for a server, a span or a file may take before the test fails (never asserted on).
-DEADLINE: Final = 15.0
+DEADLINE: Final = 60.0
 #: The two server metrics.
 DURATION: Final = "http.server.request.duration"
 ACTIVE: Final = "http.server.active_requests"

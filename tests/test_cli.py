@@ -3,18 +3,19 @@ exporter sending to tests/otlp_receiver.py. Every process started here is stoppe
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
 import pytest
-from apps import DEADLINE, http_get
+from apps import DEADLINE, http_get, wait_until
 from load_client import run_clients
 from otlp_receiver import OtlpReceiver
 from processes import REPO_DIR, TESTS_DIR, process_env, running
@@ -136,7 +137,8 @@ def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signa
         )
         with running(command, tmp_path / "log", env=env, cwd=TESTS_DIR) as started:
             sent = run_clients(started.port(), clients=1, requests=requests, path="/work/1")
-            time.sleep(0.2)  # the server ends a span just after the client has the whole response
+            # The last span may still be ending (a server ends it after the client has the whole
+            # response): stopping must wait for it.
             assert receiver.spans() == []
             started.process.send_signal(stop_signal)
             assert started.process.wait(DEADLINE) == 0, started.output()
@@ -150,6 +152,45 @@ def test_serve_flushes_every_span_on_stop(server: str, stop_signal: signal.Signa
     assert {span.name for span in spans} == {"GET /work/{n}"}
     assert {span.resource["service.name"] for span in spans} == {"cli-test"}
     assert sum(point.count for point in points) == requests
+
+
+SLOW_APP: Final = """\
+import pathlib, time
+
+def app(environ, start_response):
+    pathlib.Path(environ["PATH_INFO"]).touch()  # tell the test the request is in flight
+    time.sleep(2)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slow\\n"]
+"""
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["master", "process-group"])
+def test_serve_gunicorn_sigint_lets_the_request_in_flight_end_and_exports_its_span(
+    group: bool, tmp_path: Path
+) -> None:
+    """SIGINT, to the master or (Ctrl-C) to every process, stops as gracefully as SIGTERM: the request
+    being served is answered and its span exported (gunicorn's own SIGINT would drop it)."""
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    started = tmp_path / "started"
+    command = [*COMMAND, "serve", "slow_app:app", "--port", "0", "--server", "gunicorn", "--exporter", "otlp"]
+    with OtlpReceiver() as receiver:
+        env = process_env(REPO_DIR, tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+        with running(command, tmp_path / "log", env=env, cwd=tmp_path) as server:
+            port = server.port()
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(http_get, port, str(started))
+                wait_until(lambda: started.exists() or answer.done(), "the request to be in flight")
+                assert started.exists(), server.output()
+                if group:
+                    os.killpg(server.process.pid, signal.SIGINT)
+                else:
+                    server.process.send_signal(signal.SIGINT)
+                assert answer.result(DEADLINE)[0] == 200
+            assert server.process.wait(DEADLINE) == 0, server.output()
+        spans = receiver.spans()
+    assert [span.name for span in spans] == ["GET"]
+    assert "Traceback" not in (tmp_path / "log").read_text()
 
 
 def test_serve_console_prints_span_lines_and_summary(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ by `stop()`, which returns once every request it accepted has ended, span includ
 from __future__ import annotations
 
 import importlib
+import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -51,22 +52,21 @@ def start_waitress(app: WSGIApplication, host: str, port: int, *, threads: int) 
     def refuse() -> None:
         server.accepting = False
 
-    def close() -> None:
-        wasyncore.close_all(server._map)  # pyright: ignore[reportPrivateUsage]
+    def on_loop(thunk: Callable[[], None]) -> None:
+        # The loop thread runs queued thunks under the trigger's lock whenever it wakes, and worker
+        # threads wake it at any time: holding the lock until the wake-up byte is written keeps a thunk
+        # that closes the trigger from running before that write (which would then hit a closed pipe).
+        with server.trigger.lock:
+            server.trigger.thunks.append(thunk)
+            server.trigger._physical_pull()  # pyright: ignore[reportPrivateUsage]
 
     def stop() -> None:
-        # On the loop's own thread (its trigger runs thunks there): stop accepting (the listener is no
-        # longer polled); then let the worker threads finish the requests they are running, so their
-        # spans end; then close every channel, the listener and the trigger, which ends the loop.
-        server.trigger.pull_trigger(refuse)
+        # On the loop's own thread: stop accepting (the listener is no longer polled); then let the
+        # worker threads finish the requests they are running, so their spans end; then close every
+        # channel, the listener and the trigger, which ends the loop.
+        on_loop(refuse)
         server.task_dispatcher.shutdown(timeout=_JOIN_TIMEOUT)
-        try:
-            server.trigger.pull_trigger(close)
-        except OSError:
-            # A pull queues its thunk, then writes to the trigger's pipe. A loop still running the first
-            # pull's thunks (late on a busy machine) can run `close` between the two: the pipe is
-            # closed when the write comes. `close` has run; nothing is left to do.
-            pass
+        on_loop(lambda: wasyncore.close_all(server._map))  # pyright: ignore[reportPrivateUsage]
         thread.join(_JOIN_TIMEOUT)
 
     return Running(int(getattr(server, "effective_port", port)), stop)
@@ -104,16 +104,32 @@ def run_gunicorn(app: WSGIApplication, sock: socket.socket, settings: Mapping[st
     """Run gunicorn's master in this process on `sock`, with `settings` and the otel_wsgi hooks.
 
     Returns only through SystemExit, when the master stops (SIGTERM or SIGINT: graceful, each worker
-    flushing its pipeline in `worker_exit`).
+    finishing its requests, then flushing its pipeline in `worker_exit`).
     """
     base = importlib.import_module("gunicorn.app.base")
     hooks = importlib.import_module("otel_wsgi.gunicorn")
+
+    # gunicorn's own SIGINT is a quick stop: its workers exit in the middle of their requests, which
+    # may still be answered after the pipeline has shut down, their spans lost. Here SIGINT, to the
+    # master or (Ctrl-C) to the whole process group, stops as gracefully as SIGTERM.
+    def on_starting(arbiter: Any) -> None:
+        arbiter.handle_int = arbiter.handle_term
+
+    def post_worker_init(worker: Any) -> None:
+        hooks.post_worker_init(worker)
+        signal.signal(signal.SIGINT, worker.handle_exit)
+        signal.siginterrupt(signal.SIGINT, False)  # as gunicorn does for SIGTERM
+
     options: dict[str, object] = {
         "bind": [f"fd://{sock.detach()}"],  # gunicorn owns the descriptor from now on
         # gthread workers notice SIGTERM within a second (a sync worker can sleep for half its timeout)
         # and keep connections alive.
         "worker_class": "gthread",
-        "post_worker_init": hooks.post_worker_init,
+        "on_starting": on_starting,
+        # No post_fork: gunicorn calls it before the worker has its own signal handlers, so a stop
+        # signal arriving while it built the pipeline (imports: seconds under load) was lost and the
+        # master waited out its graceful timeout. post_worker_init, called after, builds it instead.
+        "post_worker_init": post_worker_init,
         "worker_exit": hooks.worker_exit,
         **settings,
     }
