@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from span_lines import STREAM_CHUNKS, query_of
 from typing_extensions import override
-from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.buffers import ReadOnlyFileBasedBuffer  # type: ignore[import-untyped]
 
 from otel_wsgi import set_route
+from otel_wsgi.cli.servers import start_waitress
 
 CHUNKS: Final = (b"alpha ", b"beta ", b"gamma\n")
 
@@ -51,19 +50,9 @@ class RealServer:
 
 
 def _serve_waitress(app: WSGIApplication) -> Served:
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        # Close every channel from the loop's own thread (its trigger runs thunks there); the loop
-        # ends when its map is empty. Then join the worker threads.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        thread.join(DEADLINE)
-        server.task_dispatcher.shutdown()
-        assert not thread.is_alive(), "waitress did not stop"
-
-    return Served(int(server.effective_port), once(stop))
+    # The command's own waitress runner: its stop wakes the loop without racing the loop's own close.
+    running = start_waitress(app, "127.0.0.1", 0, threads=4)
+    return Served(running.port, once(running.stop))
 
 
 SERVERS: Final = [
