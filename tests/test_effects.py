@@ -52,23 +52,16 @@ from apps import (
     serve,
     uwsgi_file_wrapper,
 )
+from faults import RaisingPropagator, RaisingSampler
 from opentelemetry import context, trace
 from opentelemetry import metrics as metrics_api
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
-from opentelemetry.propagators.textmap import (
-    CarrierT,
-    Getter,
-    Setter,
-    TextMapPropagator,
-    default_getter,
-    default_setter,
-)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
-from opentelemetry.trace import Link, NoOpTracerProvider, Span, SpanKind, StatusCode, TraceState
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from opentelemetry.trace import NoOpTracerProvider, Span, SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 from typing_extensions import override
 
@@ -85,48 +78,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- fixtures and helpers ---
-
-
-class RaisingSampler(Sampler):
-    """A sampler whose `should_sample` raises (a buggy vendor sampler)."""
-
-    @override
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        raise RuntimeError("sampler failed")
-
-    @override
-    def get_description(self) -> str:
-        return "RaisingSampler"
-
-
-class RaisingPropagator(TextMapPropagator):
-    """A propagator whose `extract` raises (a buggy vendor propagator)."""
-
-    @override
-    def extract(
-        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
-    ) -> Context:
-        raise RuntimeError("propagator failed")
-
-    @override
-    def inject(
-        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
-    ) -> None:
-        return None
-
-    @property
-    @override
-    def fields(self) -> set[str]:
-        return set()
 
 
 def spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
