@@ -22,13 +22,10 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -37,7 +34,7 @@ TESTS_DIR: Final = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS_DIR))
 
 from load_client import Sent  # noqa: E402
-from otlp_load import worker_pids, workers_ready  # noqa: E402
+from otlp_load import SERVERS, serving, worker_pids  # noqa: E402
 from otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
 
 CLIENTS: Final = 8
@@ -158,35 +155,6 @@ def rss_mib(pid: int) -> float:
     return int(match[1]) / 1024 if match else 0.0
 
 
-@contextmanager
-def gunicorn(endpoint: str, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """gunicorn gthread 2x4 with the otel_wsgi hooks, exporting to `endpoint`; killed if still running."""
-    command = [
-        sys.executable, "-m", "gunicorn", "-c", "python:otel_wsgi.gunicorn", "-w", "2", "-k", "gthread",
-        "--threads", "4", "-b", "127.0.0.1:0", "--no-control-socket", "--graceful-timeout", "30",
-        "--pythonpath", str(TESTS_DIR), "cli_app:app",
-    ]  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="otel-wsgi-soak")
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while (found := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"gunicorn did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        while not workers_ready(process.pid, 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield process, int(found[1])
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(TIMEOUT)
-
-
 def _row(minute: float, tally: Tally, rss: list[float]) -> str:
     lost = tally.wrong_parent + tally.wrong_path + tally.duplicated + tally.unknown
     workers = " ".join(f"{value:7.1f}" for value in rss)
@@ -201,7 +169,13 @@ def main() -> int:
     args = parser.parse_args()
     pairing = Pairing()
     with OtlpReceiver() as receiver, tempfile.TemporaryDirectory() as directory:
-        with gunicorn(receiver.endpoint, Path(directory) / "gunicorn.log") as (process, port):
+        log_path = Path(directory) / "gunicorn.log"
+        with serving(
+            SERVERS["gthread"], receiver.endpoint, log_path, {"OTEL_SERVICE_NAME": "otel-wsgi-soak"}
+        ) as (
+            process,
+            port,
+        ):
             workers = worker_pids(process.pid)
             print(
                 f"gunicorn master {process.pid}, workers {workers}; "
@@ -230,7 +204,7 @@ def main() -> int:
             ran = time.monotonic() - began
             process.send_signal(signal.SIGTERM)
             code = process.wait(TIMEOUT)
-            log = (Path(directory) / "gunicorn.log").read_text()
+            log = log_path.read_text()
         pairing.received(receiver.take_spans())
         durations = receiver.latest_histograms("http.server.request.duration")
         active = receiver.latest_sums("http.server.active_requests")

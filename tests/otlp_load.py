@@ -110,10 +110,12 @@ def serving(
     once it can be stopped gracefully; kill its process group if it is still running afterwards."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-        OTEL_SERVICE_NAME="otel-wsgi-load",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")])),
-        **(extra or {}),
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_SERVICE_NAME": "otel-wsgi-load",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")])),
+            **(extra or {}),  # the caller's values win
+        }
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(
