@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from check import CONFIGS, record
+from check import CONFIGS, record, server_start_response
 from opentelemetry import context, propagate, trace
 from opentelemetry.metrics import Histogram, MeterProvider, NoOpMeterProvider, UpDownCounter
 from opentelemetry.propagators.textmap import Getter
@@ -98,20 +98,10 @@ def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     return [BODY]
 
 
-def start_response(
-    status: str, headers: list[tuple[str, str]], exc_info: object = None
-) -> Callable[[bytes], object]:
-    return _write
-
-
-def _write(data: bytes) -> object:
-    return None
-
-
 def serve(app: WSGIApplication, environs: Sequence[WSGIEnvironment]) -> None:
     """Handle one request per environ as a WSGI server does: a fresh copy, iterate the body, close it."""
     for template in environs:
-        result = app(template.copy(), start_response)
+        result = app(template.copy(), server_start_response)
         for _chunk in result:
             pass
         close = getattr(result, "close", None)
